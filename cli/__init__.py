@@ -1,0 +1,1 @@
+"""Command-line interface (installed as ``keras_unet.cli``; command ``keras-unet``)."""

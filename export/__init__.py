@@ -1,0 +1,124 @@
+"""Exporters (installed as ``keras_unet.export``): they only read a trained model.
+
+:func:`export_savedmodel` writes a TF Serving model folder, :func:`export_tflite` a ``.tflite``
+file, and :func:`verify` reloads either in a fresh Python process that never imports keras_unet
+and compares its output with the Keras model's.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from keras_unet.data import DataError
+from keras_unet.inference import load_model, resolve_model_path
+
+# Largest tolerated max |export - keras| on probabilities, per format.
+TOLERANCE = {"savedmodel": 1e-5, "none": 1e-4, "float16": 2e-2, "dynamic": 0.25}
+
+
+def resolve_model(path) -> Path:
+    """The ``.keras`` file of a run folder or model path (clear error if missing)."""
+    return resolve_model_path(path)
+
+
+def _loaded(model):
+    return load_model(model) if isinstance(model, (str, Path)) else model
+
+
+def export_savedmodel(model, out_dir, name: str = "unet", version: int | None = None, tile: int | None = None) -> Path:
+    """Write ``out_dir/name/version/`` (see :mod:`keras_unet.export.savedmodel`)."""
+    from keras_unet.export import savedmodel
+
+    return savedmodel.export_savedmodel(_loaded(model), out_dir, name, version, tile)
+
+
+def export_tflite(model, out_dir, name: str = "unet", quantize: str = "none", tile: int | None = None) -> Path:
+    """Write ``out_dir/name[_quant].tflite`` (see :mod:`keras_unet.export.tflite`)."""
+    from keras_unet.export import tflite
+
+    return tflite.export_tflite(_loaded(model), out_dir, name, quantize, tile)
+
+
+# Runs in a fresh interpreter: plain TensorFlow / ai-edge-litert only, never keras_unet.
+_RUNNER = r"""
+import json, sys
+import numpy as np
+fmt, path, inp, out = sys.argv[1:5]
+image = np.load(inp)
+if fmt == "savedmodel":
+    import tensorflow as tf
+    loaded = tf.saved_model.load(path)
+    result = loaded.signatures["serving_default"](image=tf.constant(image))["probabilities"].numpy()
+else:
+    from ai_edge_litert.interpreter import Interpreter
+    interpreter = Interpreter(model_path=path)
+    detail = interpreter.get_input_details()[0]
+    if list(detail["shape"]) != list(image.shape):
+        interpreter.resize_tensor_input(detail["index"], image.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(detail["index"], image)
+    interpreter.invoke()
+    result = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+np.save(out, result)
+print(json.dumps({"modules": sorted(m for m in sys.modules if m.startswith("keras_unet"))}))
+"""
+
+
+def run_in_fresh_process(fmt: str, path, image: np.ndarray) -> np.ndarray:
+    """Output of an exported model on ``image`` ``(1, S, S, C)``, computed in a new interpreter."""
+    with tempfile.TemporaryDirectory() as tmp:
+        inp, out = Path(tmp) / "in.npy", Path(tmp) / "out.npy"
+        np.save(inp, image.astype(np.float32))
+        done = subprocess.run([sys.executable, "-c", _RUNNER, fmt, str(path), str(inp), str(out)],
+                              capture_output=True, text=True, env=_clean_env())
+        if done.returncode != 0:
+            tail = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "no output"
+            raise DataError(f"{path}: the export does not load in a fresh process ({tail})")
+        if json.loads(done.stdout.strip().splitlines()[-1])["modules"]:
+            raise DataError(f"{path}: loading the export imported keras_unet")
+        return np.load(out)
+
+
+def _clean_env() -> dict:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    return env
+
+
+def verify(model, export_path, fmt: str, quantize: str = "none", seed: int = 0) -> tuple[float, float]:
+    """Compare an export with the Keras model on a random image; raise beyond the tolerance.
+
+    Returns ``(max abs difference of probabilities, tolerance)``.
+    """
+    from keras_unet.model import unet_config
+    from keras_unet.sizes import smallest_valid_input
+
+    keras_model = _loaded(model)
+    config = unet_config(keras_model)
+    size = _input_size(export_path, fmt) or smallest_valid_input(config["depth"], config["padding"])
+    low, high = config["input_range"] or (0.0, 1.0)
+    image = np.random.default_rng(seed).uniform(low, high, (1, size, size, config["in_channels"])).astype(np.float32)
+    expected = np.asarray(keras_model.predict_on_batch(image))
+    got = run_in_fresh_process(fmt, export_path, image)
+    diff = float(np.max(np.abs(got - expected)))
+    tolerance = TOLERANCE["savedmodel" if fmt == "savedmodel" else quantize]
+    if not diff <= tolerance:
+        raise DataError(f"{export_path}: export differs from the Keras model by {diff:.3g} (> {tolerance:g})")
+    return diff, tolerance
+
+
+def _input_size(export_path, fmt: str) -> int | None:
+    """The fixed input size of a TFLite file, or None when resizable."""
+    if fmt != "tflite":
+        return None
+    from ai_edge_litert.interpreter import Interpreter
+
+    shape = Interpreter(model_path=str(export_path)).get_input_details()[0]["shape_signature"]
+    return int(shape[1]) if shape[1] > 0 else None

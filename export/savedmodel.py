@@ -1,0 +1,111 @@
+"""SavedModel export for TF Serving: ``OUT/<name>/<version>/`` with two signatures.
+
+* ``serving_default``: ``image`` float32 ``(batch, H, W, C)`` raw pixel values, H and W any valid
+  tile size -> ``probabilities`` float32 ``(batch, H', W', classes)`` and ``labels`` int32
+  ``(batch, H', W')``, with ``H' = H - 184`` for the paper's network.
+* ``segment``: ``image`` float32 ``(H, W, C)``, **any** size -> ``probabilities`` ``(H, W, classes)``
+  and ``labels`` ``(H, W)``: overlap-tile prediction (mirror padding, tiling, stitching) in TF ops.
+
+The input normalisation of training is the model's first layer, so clients send raw pixels.
+The module is saved with ``tf.saved_model.save`` (not ``model.export``, which stores every weight
+twice, keras#23553); it loads with plain TensorFlow, no keras_unet code.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import tensorflow as tf
+
+from keras_unet import sizes
+from keras_unet.augment import mirror_index
+from keras_unet.model import unet_config
+from keras_unet.tiling import tile_plan
+
+SIGNATURES = ("serving_default", "segment")
+
+
+class UNetServing(tf.Module):
+    """The Keras model's inference functions as a plain ``tf.Module``."""
+
+    def __init__(self, model, tile: int):
+        super().__init__(name="unet_serving")
+        config = unet_config(model)
+        self.model = model
+        self.plan = tile_plan(tile, config["depth"], config["padding"])
+        self.keep_from = 0 if config["padding"] == "valid" else self.plan.margin
+        self.channels = config["in_channels"]
+        self.n_classes = config["n_classes"]
+        spec_batch = tf.TensorSpec([None, None, None, self.channels], tf.float32, name="image")
+        spec_image = tf.TensorSpec([None, None, self.channels], tf.float32, name="image")
+        self.serve = tf.function(self._serve, input_signature=[spec_batch])
+        self.segment = tf.function(self._segment, input_signature=[spec_image])
+
+    def _serve(self, image):
+        probabilities = tf.cast(self.model(image, training=False), tf.float32)
+        return {"probabilities": probabilities, "labels": tf.argmax(probabilities, axis=-1, output_type=tf.int32)}
+
+    def _segment(self, image):
+        plan, keep = self.plan, self.keep_from
+        height, width = tf.shape(image)[0], tf.shape(image)[1]
+        rows = (height + plan.step - 1) // plan.step  # tiles per axis
+        cols = (width + plan.step - 1) // plan.step
+        # Mirror-padded tile windows as gathers of mirrored indices (tf.pad's REFLECT cannot pad
+        # more than the image size, which small images need).
+        tile_range = tf.range(plan.input_size) - plan.margin
+        row_index = mirror_index(tf.range(rows)[:, None] * plan.step + tile_range[None, :], height)
+        col_index = mirror_index(tf.range(cols)[:, None] * plan.step + tile_range[None, :], width)
+        tiles = tf.gather(tf.gather(image, row_index), col_index, axis=2)  # (rows, S, cols, S, C)
+        tiles = tf.reshape(tf.transpose(tiles, [0, 2, 1, 3, 4]), [-1, plan.input_size, plan.input_size, self.channels])
+
+        def one_tile(tile):
+            out = self.model(tile[None], training=False)[0]
+            return tf.cast(out[keep : keep + plan.step, keep : keep + plan.step], tf.float32)
+
+        outputs = tf.map_fn(one_tile, tiles, fn_output_signature=tf.TensorSpec([plan.step, plan.step, self.n_classes], tf.float32))
+        outputs = tf.reshape(outputs, [rows, cols, plan.step, plan.step, self.n_classes])
+        stitched = tf.reshape(tf.transpose(outputs, [0, 2, 1, 3, 4]), [rows * plan.step, cols * plan.step, self.n_classes])
+        probabilities = stitched[:height, :width]
+        return {"probabilities": probabilities, "labels": tf.argmax(probabilities, axis=-1, output_type=tf.int32)}
+
+
+def next_version(model_dir: Path) -> int:
+    """1 + the largest numeric version folder in ``model_dir`` (1 if none)."""
+    versions = [int(p.name) for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit()]
+    return max(versions, default=0) + 1
+
+
+def default_export_tile(model) -> int:
+    """Whole-image signature tile: the paper's 572 px (or the nearest valid size) for the model."""
+    config = unet_config(model)
+    target = 572
+    valid = sizes.valid_input_sizes(target + sizes.size_step(config["depth"]), config["depth"], config["padding"])
+    return min(valid, key=lambda s: abs(s - target))
+
+
+def save_module(model, directory, tile: int | None = None, signatures=SIGNATURES) -> Path:
+    """``tf.saved_model.save`` of :class:`UNetServing` into ``directory`` (must not exist)."""
+    module = UNetServing(model, tile or default_export_tile(model))
+    functions = {"serving_default": module.serve, "segment": module.segment}
+    tf.saved_model.save(module, str(directory), signatures={k: functions[k].get_concrete_function() for k in signatures})
+    return Path(directory)
+
+
+def export_savedmodel(model, out_dir, name: str = "unet", version: int | None = None, tile: int | None = None) -> Path:
+    """Write ``out_dir/name/version/`` atomically (a temporary folder renamed at the end)."""
+    model_dir = Path(out_dir) / name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    version = version if version is not None else next_version(model_dir)
+    final = model_dir / str(version)
+    if final.exists():
+        raise FileExistsError(f"{final}: version {version} exists already")
+    staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=model_dir))
+    try:
+        shutil.rmtree(staging)
+        save_module(model, staging, tile)
+        staging.rename(final)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return final

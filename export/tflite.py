@@ -1,0 +1,68 @@
+"""TFLite export: float32, float16 or dynamic-range quantized; fixed or resizable input.
+
+Converted from a SavedModel of the ``serving_default`` signature (converting from concrete
+functions yields a model without weights that outputs NaN). Run the file with ai-edge-litert:
+
+    from ai_edge_litert.interpreter import Interpreter
+    interpreter = Interpreter(model_path="unet.tflite")
+    runner = interpreter.get_signature_runner("serving_default")
+    probabilities = runner(image=tile)["probabilities"]   # tile: (1, S, S, C) float32 raw pixels
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import tensorflow as tf
+
+from keras_unet.data import atomic_path
+from keras_unet.model import unet_config
+
+QUANTIZE = ("none", "float16", "dynamic")
+
+
+class _Probabilities(tf.Module):
+    """``serving_default`` with input ``(1, tile, tile, C)`` if ``tile`` is given, else any size."""
+
+    def __init__(self, model, tile: int | None):
+        super().__init__()
+        self.model = model
+        shape = [1, tile, tile] if tile else [None, None, None]
+        spec = tf.TensorSpec(shape + [unet_config(model)["in_channels"]], tf.float32, name="image")
+        self.serve = tf.function(self._serve, input_signature=[spec])
+
+    def _serve(self, image):
+        return {"probabilities": tf.cast(self.model(image, training=False), tf.float32)}
+
+
+def convert(model, quantize: str = "none", tile: int | None = None) -> bytes:
+    """The ``.tflite`` bytes of ``model`` (input fixed to ``tile`` px if given, else resizable)."""
+    if quantize not in QUANTIZE:
+        raise ValueError(f"quantize must be one of {QUANTIZE}, got {quantize!r}")
+    module = _Probabilities(model, tile)
+    workdir = Path(tempfile.mkdtemp(prefix="keras-unet-tflite-"))
+    try:
+        tf.saved_model.save(module, str(workdir / "sm"), signatures={"serving_default": module.serve.get_concrete_function()})
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(workdir / "sm"), signature_keys=["serving_default"])
+        if quantize != "none":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if quantize == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        return converter.convert()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def export_tflite(model, out_dir, name: str = "unet", quantize: str = "none", tile: int | None = None) -> Path:
+    """Write ``out_dir/<name>[_float16|_dynamic].tflite`` atomically."""
+    suffix = "" if quantize == "none" else f"_{quantize}"
+    tmp, final = atomic_path(Path(out_dir) / f"{name}{suffix}.tflite")
+    try:
+        tmp.write_bytes(convert(model, quantize, tile))
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return final

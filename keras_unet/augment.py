@@ -1,0 +1,181 @@
+"""Data augmentation of the paper in TensorFlow ops only (no numpy, no py_function).
+
+Every function is a pure function of its inputs and a stateless seed (a ``(2,)`` int tensor), so a
+sample is reproducible and the ops run on a CPU or GPU, in tf.data or inside a SavedModel.
+
+One coordinate map per sample carries every geometric change - shift (the tile position), flips,
+rotation and the elastic deformation - and is applied to the image (bilinear), the label map
+(nearest) and the weight map (bilinear) alike. Coordinates outside the image are mirrored
+(numpy's ``"reflect"``), which is the paper's mirror padding of border tiles.
+
+Elastic deformation (paper, sec. 3.1): displacement vectors on a coarse 3x3 grid drawn from
+N(0, 10 px), upsampled to one vector per pixel by bicubic interpolation.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import tensorflow as tf
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    """Augmentation settings; the defaults follow the paper where it gives a value."""
+
+    elastic_sigma: float = 10.0  # px, std of the coarse-grid displacements (paper)
+    elastic_grid: int = 3  # coarse grid points per axis (paper)
+    rotation: float = 180.0  # degrees, uniform in [-rotation, rotation]
+    flip: bool = True  # random up-down and left-right flips
+    shift: float = 0.0  # px, extra uniform jitter of the tile centre (the tile position already shifts)
+    brightness: float = 0.1  # std of an additive offset, in units of the input range
+    contrast: float = 0.2  # contrast factor uniform in [1 - c, 1 + c]
+    gamma: float = 0.2  # gamma = exp(N(0, gamma))
+    noise: float = 0.02  # std of additive Gaussian noise, in units of the input range
+
+    @classmethod
+    def none(cls) -> "AugmentParams":
+        """No augmentation at all (the identity)."""
+        return cls(0.0, 3, 0.0, False, 0.0, 0.0, 0.0, 0.0, 0.0)
+
+
+def split_seed(seed, n: int):
+    """``n`` independent stateless seeds ``(n, 2)`` from one."""
+    return tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=n)
+
+
+def cubic_weights(n_out: int, n_in: int):
+    """Bicubic (Keys, a = -0.5) interpolation matrix ``(n_out, n_in)`` float32.
+
+    Grid node 0 sits on output pixel 0 and node ``n_in - 1`` on the last output pixel; nodes
+    beyond the grid are clamped to the edge ones. Multiplying a coarse field by it upsamples it.
+    """
+    n_out = tf.convert_to_tensor(n_out, tf.int32)
+    position = tf.cast(tf.range(n_out), tf.float32) * (n_in - 1) / tf.maximum(tf.cast(n_out - 1, tf.float32), 1.0)
+    left = tf.floor(position)
+    matrix = tf.zeros([n_out, n_in], tf.float32)
+    for offset in (-1, 0, 1, 2):
+        node = left + offset
+        t = tf.abs(position - node)
+        w = tf.where(
+            t <= 1.0,
+            1.5 * t**3 - 2.5 * t**2 + 1.0,
+            tf.where(t < 2.0, -0.5 * t**3 + 2.5 * t**2 - 4.0 * t + 2.0, 0.0),
+        )
+        index = tf.clip_by_value(tf.cast(node, tf.int32), 0, n_in - 1)
+        matrix += tf.one_hot(index, n_in) * w[:, None]
+    return matrix
+
+
+def elastic_field(seed, height, width, sigma: float = 10.0, grid: int = 3):
+    """Per-pixel displacements ``(height, width, 2)`` float32 (px, (dy, dx)) of the paper."""
+    coarse = tf.random.stateless_normal([grid, grid, 2], seed=seed) * sigma
+    rows, cols = cubic_weights(height, grid), cubic_weights(width, grid)
+    return tf.einsum("ij,jkc,lk->ilc", rows, coarse, cols)
+
+
+def tile_coordinates(seed, size, centre, params: AugmentParams):
+    """Source coordinates ``(ys, xs)``, each ``(size, size)`` float32, for one augmented tile.
+
+    ``centre`` ``(2,)`` is the source position (px) of the tile centre; pixel centres are at
+    integer coordinates. With :meth:`AugmentParams.none` the result is the plain window.
+    """
+    seeds = split_seed(seed, 4)
+    offsets = tf.cast(tf.range(size), tf.float32) - (tf.cast(size, tf.float32) - 1.0) / 2.0
+    dy, dx = tf.meshgrid(offsets, offsets, indexing="ij")
+    if params.flip:
+        flips = tf.where(tf.random.stateless_uniform([2], seeds[0]) < 0.5, -1.0, 1.0)
+        dy, dx = dy * flips[0], dx * flips[1]
+    if params.rotation:
+        angle = tf.random.stateless_uniform([], seeds[1], -params.rotation, params.rotation) * (math.pi / 180.0)
+        cos, sin = tf.cos(angle), tf.sin(angle)
+        dy, dx = cos * dy - sin * dx, sin * dy + cos * dx
+    if params.elastic_sigma:
+        field = elastic_field(seeds[2], size, size, params.elastic_sigma, params.elastic_grid)
+        dy, dx = dy + field[..., 0], dx + field[..., 1]
+    centre = tf.cast(centre, tf.float32)
+    if params.shift:
+        centre += tf.random.stateless_uniform([2], seeds[3], -params.shift, params.shift)
+    return dy + centre[0], dx + centre[1]
+
+
+def mirror_index(index, n):
+    """Mirror integer indices into ``[0, n)`` as numpy's ``np.pad(mode="reflect")`` does."""
+    n = tf.cast(n, index.dtype)
+    period = tf.maximum(2 * (n - 1), 1)
+    index = tf.math.floormod(tf.abs(index), period)
+    return tf.where(index >= n, period - index, index)
+
+
+def _gather(image, rows, cols):
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    return tf.gather_nd(image, tf.stack([mirror_index(rows, height), mirror_index(cols, width)], axis=-1))
+
+
+def sample_bilinear(image, ys, xs):
+    """Bilinear samples of ``image`` ``(H, W, C)`` at ``(ys, xs)`` ``(h, w)`` -> ``(h, w, C)``.
+
+    Hand-written with four gathers rather than ``keras.ops.image.map_coordinates``, which would
+    also interpolate along the channel axis of a multi-channel image (8 gathers instead of 4).
+    """
+    image = tf.cast(image, tf.float32)
+    y0, x0 = tf.floor(ys), tf.floor(xs)
+    wy, wx = (ys - y0)[..., None], (xs - x0)[..., None]
+    y0, x0 = tf.cast(y0, tf.int32), tf.cast(x0, tf.int32)
+    top = _gather(image, y0, x0) * (1 - wx) + _gather(image, y0, x0 + 1) * wx
+    bottom = _gather(image, y0 + 1, x0) * (1 - wx) + _gather(image, y0 + 1, x0 + 1) * wx
+    return top * (1 - wy) + bottom * wy
+
+
+def sample_nearest(image, ys, xs):
+    """Nearest-neighbour samples (for label maps): values only from ``image``."""
+    return _gather(image, tf.cast(tf.round(ys), tf.int32), tf.cast(tf.round(xs), tf.int32))
+
+
+def gray_values(image, seed, params: AugmentParams, value_range=(0.0, 1.0)):
+    """Random contrast, brightness, gamma and noise on ``image`` ``(h, w, C)`` float32.
+
+    Works in units of ``value_range`` (the raw range the model normalises) and returns raw values.
+    """
+    low, high = value_range
+    x = (tf.cast(image, tf.float32) - low) / (high - low)
+    seeds = split_seed(seed, 4)
+    if params.contrast:
+        factor = tf.random.stateless_uniform([], seeds[0], 1.0 - params.contrast, 1.0 + params.contrast)
+        mean = tf.reduce_mean(x)
+        x = (x - mean) * factor + mean
+    if params.brightness:
+        x += tf.random.stateless_normal([], seeds[1]) * params.brightness
+    if params.gamma:
+        x = tf.clip_by_value(x, 0.0, 1.0) ** tf.exp(tf.random.stateless_normal([], seeds[2]) * params.gamma)
+    if params.noise:
+        x += tf.random.stateless_normal(tf.shape(x), seeds[3]) * params.noise
+    return x * (high - low) + low
+
+
+def augmented_tile(image, target, weights, seed, input_size: int, output_size: int,
+                   params: AugmentParams = AugmentParams(), value_range=(0.0, 255.0)):
+    """One training sample: a random, augmented tile of an image and its target.
+
+    Args:
+        image: ``(H, W, C)`` raw values; target: ``(H, W)`` class indices; weights: ``(H, W)``.
+        seed: ``(2,)`` int stateless seed.
+        input_size, output_size: the network's tile sizes (px); the target is the centre part.
+    Returns:
+        ``image (S, S, C)`` float32 raw values and ``y_true (O, O, 2)`` float32
+        ``[class index, weight]`` (the layout of :mod:`keras_unet.losses`).
+    """
+    seeds = split_seed(seed, 4)
+    height, width = tf.shape(target)[0], tf.shape(target)[1]
+    # Output tile inside the image where it fits; mirrored context comes from mirror_index.
+    top = tf.random.stateless_uniform([], seeds[0], 0, tf.maximum(height - output_size, 0) + 1, dtype=tf.int32)
+    left = tf.random.stateless_uniform([], seeds[1], 0, tf.maximum(width - output_size, 0) + 1, dtype=tf.int32)
+    centre = tf.cast(tf.stack([top, left]), tf.float32) + (output_size - 1) / 2.0
+    ys, xs = tile_coordinates(seeds[2], input_size, centre, params)
+    margin = (input_size - output_size) // 2
+    centre_part = slice(margin, margin + output_size)
+    ys_out, xs_out = ys[centre_part, centre_part], xs[centre_part, centre_part]
+    tile = gray_values(sample_bilinear(image, ys, xs), seeds[3], params, value_range)
+    labels = tf.cast(sample_nearest(target, ys_out, xs_out), tf.float32)
+    weight = sample_bilinear(weights[..., None], ys_out, xs_out)[..., 0]
+    return tile, tf.stack([labels, weight], axis=-1)

@@ -1,0 +1,352 @@
+"""Reading and writing images, pairing images with masks, and preparing training targets.
+
+A dataset folder holds ``images/`` and ``masks/`` (also ``image/``+``label/`` or ``labels/``),
+paired by file stem; or one folder with ``name.png`` + ``name_mask.png`` pairs. PNG and TIFF,
+8- and 16-bit, single- and multi-channel; a multipage TIFF is a stack whose pages are samples
+(e.g. ISBI 2012's ``train-volume.tif`` + ``train-labels.tif``, read page by page with tifffile).
+
+Masks may be binary (0/1 or 0/255), instance labels (0 = background) or class indices. Each mask
+becomes a ``(target uint8 (H, W), weights float32 (H, W))`` pair, cached on disk under a key of
+the file content and the weight-map parameters.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from keras_unet import sizes, weights
+
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
+IMAGE_DIRS = ("images", "image", "imgs")
+MASK_DIRS = ("masks", "mask", "labels", "label")
+MASK_SUFFIXES = ("_mask", "_masks", "_label", "_labels")
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file and the problem in one line."""
+
+
+# -- files -----------------------------------------------------------------------------------------
+
+
+def _is_tiff(path: Path) -> bool:
+    return path.suffix.lower() in (".tif", ".tiff")
+
+
+def read_pages(path) -> list[np.ndarray]:
+    """All pages of an image file: a list of ``(H, W)`` or ``(H, W, C)`` arrays in their own dtype.
+
+    TIFF is read with tifffile so multipage stacks give every page (a plain imageio read returns
+    only the first page of a page-by-page TIFF).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    try:
+        if _is_tiff(path):
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:  # every page, whether one series or one per page
+                pages = [page.asarray() for page in tif.pages]
+        else:
+            import imageio.v3 as iio
+
+            pages = [iio.imread(path)]
+    except DataError:
+        raise
+    except Exception as err:  # corrupt or truncated files raise many different errors
+        raise DataError(f"{path}: cannot read image ({type(err).__name__}: {err})".splitlines()[0]) from None
+    out = []
+    for page in pages:
+        page = np.asarray(page)
+        if page.ndim == 3 and page.shape[-1] in (2, 4) and not _is_tiff(path):
+            page = page[..., :-1] if page.shape[-1] == 4 else page[..., :1]  # drop alpha
+        if page.ndim not in (2, 3):
+            raise DataError(f"{path}: unsupported image shape {page.shape}")
+        if page.dtype.kind not in "uib" and page.dtype.kind != "f":
+            raise DataError(f"{path}: unsupported dtype {page.dtype}")
+        out.append(page)
+    return out
+
+
+def read_image(path) -> np.ndarray:
+    """The first page of an image file (see :func:`read_pages`)."""
+    return read_pages(path)[0]
+
+
+def atomic_path(path) -> tuple[Path, Path]:
+    """``(temporary path, final path)`` in the same folder, keeping the suffix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
+    return Path(tmp), path
+
+
+def write_image(path, array: np.ndarray) -> Path:
+    """Write PNG or TIFF (a 3-D float/int stack as a multipage TIFF) atomically."""
+    tmp, path = atomic_path(path)
+    try:
+        if _is_tiff(path):
+            import tifffile
+
+            tifffile.imwrite(tmp, np.asarray(array))
+        else:
+            import imageio.v3 as iio
+
+            iio.imwrite(tmp, np.asarray(array), extension=path.suffix)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+# -- pairing -----------------------------------------------------------------------------------
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _first_dir(root: Path, names) -> Path | None:
+    return next((root / n for n in names if (root / n).is_dir()), None)
+
+
+def find_pairs(directory) -> list[tuple[Path, Path]]:
+    """``(image, mask)`` paths of a dataset folder, paired by stem (see module docstring)."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise DataError(f"{root}: not a folder")
+    image_dir, mask_dir = _first_dir(root, IMAGE_DIRS), _first_dir(root, MASK_DIRS)
+    pairs = []
+    if image_dir and mask_dir:
+        masks = {p.stem: p for p in _images_in(mask_dir)}
+        for image in _images_in(image_dir):
+            mask = masks.get(image.stem) or next((masks[image.stem + s] for s in MASK_SUFFIXES if image.stem + s in masks), None)
+            if mask is not None:
+                pairs.append((image, mask))
+        where = f"{image_dir.name}/ and {mask_dir.name}/"
+    else:
+        files = {p.stem: p for p in _images_in(root)}
+        for stem, path in files.items():
+            for suffix in MASK_SUFFIXES:
+                if stem.endswith(suffix) and stem[: -len(suffix)] in files:
+                    pairs.append((files[stem[: -len(suffix)]], path))
+        pairs.sort()
+        where = "images/ + masks/ subfolders or NAME + NAME_mask files"
+    if not pairs:
+        raise DataError(f"{root}: no image/mask pairs found (looked for {where} with matching stems)")
+    return pairs
+
+
+def find_images(path) -> list[Path]:
+    """Image files of a folder (its ``images/`` subfolder if present), or the one file given."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise DataError(f"{path}: no such file or folder")
+    folder = _first_dir(path, IMAGE_DIRS) or path
+    found = _images_in(folder)
+    if not found:
+        raise DataError(f"{path}: no PNG or TIFF images found")
+    return found
+
+
+# -- masks -------------------------------------------------------------------------------------
+
+
+def mask_kind(mask: np.ndarray, n_classes: int = 2) -> str:
+    """``"binary"`` (two values, e.g. 0/1 or 0/255), ``"classes"`` (n_classes > 2) or ``"instance"``."""
+    values = np.unique(mask)
+    if values.size <= 2:
+        return "binary"
+    return "classes" if n_classes > 2 else "instance"
+
+
+def binary_from_mask(mask: np.ndarray) -> np.ndarray:
+    """Binary ``(H, W)`` uint8 from a two-valued mask: its larger value becomes 1 (255 -> 1)."""
+    return (mask == mask.max()).astype(np.uint8) if mask.max() > mask.min() else (mask > 0).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class WeightParams:
+    """Parameters of the targets and weight maps (paper defaults)."""
+
+    w0: float = 10.0
+    sigma: float = 5.0
+    border_width: int = 1
+    balance_classes: bool = True
+    n_classes: int = 2
+    mask_kind: str = "auto"
+
+    def key(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+def target_and_weights(mask: np.ndarray, params: WeightParams = WeightParams()) -> tuple[np.ndarray, np.ndarray, str]:
+    """``(target uint8 (H, W), weights float32 (H, W), mask kind)`` for one mask page."""
+    if mask.ndim == 3:
+        mask = mask[..., 0]
+    kind = params.mask_kind if params.mask_kind != "auto" else mask_kind(mask, params.n_classes)
+    class_weights = "balanced" if params.balance_classes else None
+    if kind == "classes":
+        target = mask.astype(np.uint8)
+        if target.max() >= params.n_classes:
+            raise DataError(f"mask has class {target.max()} but n_classes is {params.n_classes}")
+        w = weights.class_weight_map(target, params.n_classes) if params.balance_classes else np.ones(mask.shape, np.float32)
+        return target, w, kind
+    if kind == "binary":
+        instances = weights.instances_from_binary(binary_from_mask(mask))
+    else:
+        instances = mask.astype(np.int32)
+    target, w = weights.weight_map(instances, params.w0, params.sigma, class_weights, params.border_width)
+    return target, w, kind
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("KERAS_UNET_CACHE", Path.home() / ".cache" / "keras-unet")) / "weights"
+
+
+def cached_targets(mask_path: Path, params: WeightParams, cache_dir: Path | None) -> tuple[list, list, str]:
+    """Targets and weight maps of every page of a mask file, through the on-disk cache."""
+    pages = read_pages(mask_path)
+    if cache_dir is not None:
+        digest = hashlib.sha256(Path(mask_path).read_bytes() + params.key().encode()).hexdigest()
+        cached = Path(cache_dir) / f"{digest}.npz"
+        if cached.is_file():
+            try:
+                with np.load(cached) as npz:
+                    return list(npz["targets"]), list(npz["weights"]), str(npz["kind"])
+            except Exception:
+                pass  # a damaged cache entry is recomputed
+    results = [target_and_weights(page, params) for page in pages]
+    targets, maps, kind = [r[0] for r in results], [r[1] for r in results], results[0][2]
+    if cache_dir is not None and len({t.shape for t in targets}) == 1:
+        tmp, cached = atomic_path(cached)
+        with open(tmp, "wb") as fh:
+            np.savez(fh, targets=np.stack(targets), weights=np.stack(maps), kind=kind)
+        os.replace(tmp, cached)
+    return targets, maps, kind
+
+
+# -- datasets ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Dataset:
+    """In-memory samples: ``images`` (H, W, C) raw values, ``targets`` (H, W) uint8 and
+    ``weights`` (H, W) float32, with the source of each sample and what was found on the way."""
+
+    images: list = field(default_factory=list)
+    targets: list = field(default_factory=list)
+    weights: list = field(default_factory=list)
+    sources: list = field(default_factory=list)
+    mask_kinds: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def channels(self) -> int:
+        return self.images[0].shape[-1]
+
+    def input_range(self) -> tuple[float, float]:
+        """Raw value range for the model's ``normalize`` layer: (0, 255) for 8-bit data, and
+        (0, 2**b - 1) for the smallest bit depth b >= 8 holding the data's maximum otherwise."""
+        top = max(float(np.max(im)) for im in self.images)
+        if top <= 1.0 and all(im.dtype.kind == "f" for im in self.images):
+            return 0.0, 1.0
+        bits = max(8, int(np.ceil(np.log2(top + 1))))
+        return 0.0, float(2**bits - 1)
+
+    def split(self, fraction: float, seed: int = 0) -> tuple["Dataset", "Dataset"]:
+        """Split by sample into ``(train, validation)`` with ``fraction`` of the samples validating."""
+        n_val = int(round(len(self) * fraction))
+        if fraction > 0 and len(self) > 1:
+            n_val = min(max(n_val, 1), len(self) - 1)
+        order = np.random.default_rng(seed).permutation(len(self))
+        val_idx, train_idx = set(order[:n_val].tolist()), order[n_val:]
+        return self.subset(sorted(train_idx)), self.subset(sorted(val_idx))
+
+    def subset(self, indices) -> "Dataset":
+        pick = lambda items: [items[i] for i in indices]  # noqa: E731
+        return Dataset(pick(self.images), pick(self.targets), pick(self.weights), pick(self.sources),
+                       pick(self.mask_kinds), list(self.notes))
+
+
+def _as_hwc(image: np.ndarray) -> np.ndarray:
+    return image[..., None] if image.ndim == 2 else image
+
+
+def load_pairs(pairs, params: WeightParams = WeightParams(), cache_dir: Path | None | str = "default") -> Dataset:
+    """Read ``(image, mask)`` file pairs into a :class:`Dataset`, checking every pair."""
+    cache = default_cache_dir() if cache_dir == "default" else (Path(cache_dir) if cache_dir else None)
+    out = Dataset()
+    for image_path, mask_path in pairs:
+        images = read_pages(image_path)
+        targets, maps, kind = cached_targets(mask_path, params, cache)
+        if len(images) != len(targets):
+            raise DataError(f"{image_path}: {len(images)} pages but its mask {mask_path.name} has {len(targets)}")
+        for page, (image, target, w) in enumerate(zip(images, targets, maps)):
+            if image.shape[:2] != target.shape:
+                raise DataError(f"{image_path}: image is {image.shape[0]}x{image.shape[1]} but mask "
+                                f"{mask_path.name} is {target.shape[0]}x{target.shape[1]}")
+            out.images.append(_as_hwc(image))
+            out.targets.append(target)
+            out.weights.append(w)
+            out.sources.append(f"{image_path}" + (f"[{page}]" if len(images) > 1 else ""))
+            out.mask_kinds.append(kind)
+    channels = {im.shape[-1] for im in out.images}
+    if len(channels) > 1:
+        raise DataError(f"images have different channel counts {sorted(channels)}; convert them to one")
+    for kind in sorted(set(out.mask_kinds)):
+        note = f"masks: {kind}"
+        if kind == "binary":
+            note += " (larger value = object; 0/255 masks are mapped to 0/1)"
+        out.notes.append(note)
+    return out
+
+
+def load_dataset(directory, params: WeightParams = WeightParams(), cache_dir="default") -> Dataset:
+    """Read a dataset folder (see :func:`find_pairs`)."""
+    return load_pairs(find_pairs(directory), params, cache_dir)
+
+
+def synthetic_dataset(n: int = 8, shape=(256, 256), seed: int = 0, params: WeightParams = WeightParams()) -> Dataset:
+    """The embedded default: :mod:`keras_unet.synthetic` samples with their targets and weight maps."""
+    from keras_unet import synthetic
+
+    images, instances = synthetic.dataset(n, shape, seed=seed)
+    out = Dataset(notes=["synthetic cells (keras_unet.synthetic)"])
+    for i, (image, labels) in enumerate(zip(images, instances)):
+        target, w, kind = target_and_weights(labels, WeightParams(**{**asdict(params), "mask_kind": "instance"}))
+        out.images.append(image[..., None])
+        out.targets.append(target)
+        out.weights.append(w)
+        out.sources.append(f"synthetic[{seed}:{i}]")
+        out.mask_kinds.append(kind)
+    return out
+
+
+def check_tile_fits(dataset: Dataset, tile: int, depth: int = 5, padding: str = "valid") -> None:
+    """Raise a :class:`DataError` if a sample is smaller than the output tile of ``tile``."""
+    out = sizes.output_size(tile, depth, padding)
+    for source, target in zip(dataset.sources, dataset.targets):
+        if min(target.shape) < out:
+            best = max((s for s in sizes.valid_input_sizes(tile, depth, padding)
+                        if sizes.output_size(s, depth, padding) <= min(target.shape)), default=None)
+            hint = f"use --tile {best}" if best else "pad the image"
+            raise DataError(f"{source}: image {target.shape[0]}x{target.shape[1]} is smaller than the "
+                            f"{out} px output of a {tile} px tile; {hint}")

@@ -1,0 +1,95 @@
+"""Prediction and evaluation of files: the library behind ``keras-unet predict`` and ``evaluate``."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from keras_unet import data, metrics, tiling, weights
+
+
+def resolve_model_path(path) -> Path:
+    """A ``.keras`` file, or a run folder's ``model.keras`` (else its ``last.keras``)."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("model.keras", "last.keras"):
+            if (path / name).is_file():
+                return path / name
+        raise data.DataError(f"{path}: run folder has no model.keras or last.keras")
+    if not path.is_file():
+        raise data.DataError(f"{path}: no such model file or run folder")
+    return path
+
+
+def load_model(path):
+    """Load a trained U-Net for inference (no optimizer, no compile)."""
+    import keras
+
+    import keras_unet.losses  # noqa: F401  (registers the custom objects of training checkpoints)
+    import keras_unet.metrics  # noqa: F401
+
+    path = resolve_model_path(path)
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as err:
+        raise data.DataError(f"{path}: cannot load model ({type(err).__name__}: {err})".splitlines()[0]) from None
+
+
+def predict_probabilities(model, image: np.ndarray, tile=None, batch_size: int = 4, tta: int = 1, progress=None):
+    """``(H, W, n_classes)`` probabilities with overlap-tile prediction and optional TTA (1-8)."""
+    if tta > 1:
+        return tiling.predict_tta(model, image, tta, tile=tile, batch_size=batch_size, progress=progress)
+    return tiling.predict_tiled(model, image, tile=tile, batch_size=batch_size, progress=progress)
+
+
+def labels_from_probabilities(probabilities: np.ndarray, threshold: float | None = None) -> np.ndarray:
+    """Class map ``(H, W)`` uint8: argmax, or ``p(class 1) >= threshold`` for two classes."""
+    if threshold is not None and probabilities.shape[-1] == 2:
+        return (probabilities[..., 1] >= threshold).astype(np.uint8)
+    return np.argmax(probabilities, axis=-1).astype(np.uint8)
+
+
+def output_path(out_dir: Path, source: Path, kind: str) -> Path:
+    suffix = {"png": ".png", "tif": ".tif", "probabilities": ".tif"}[kind]
+    stem = source.stem + ("_probabilities" if kind == "probabilities" else "")
+    return Path(out_dir) / f"{stem}{suffix}"
+
+
+def write_prediction(path: Path, pages: list[np.ndarray], kind: str, scale_labels: bool = True) -> Path:
+    """Write label maps (PNG/TIFF; two-class PNGs as 0/255 to be visible) or float32 probability
+    TIFFs ``(pages, H, W, classes)``. Multipage inputs give multipage TIFFs."""
+    if kind == "probabilities":
+        stack = np.stack(pages).astype(np.float32)
+        return data.write_image(path, stack if len(pages) > 1 else stack[0])
+    labels = [labels_from_probabilities(p) for p in pages] if pages[0].ndim == 3 else pages
+    n_classes = pages[0].shape[-1] if pages[0].ndim == 3 else int(max(lab.max() for lab in labels)) + 1
+    if scale_labels and kind == "png" and n_classes == 2:
+        labels = [lab * np.uint8(255) for lab in labels]
+    if len(labels) > 1 and kind == "png":
+        path = path.with_suffix(".tif")
+    return data.write_image(path, np.stack(labels) if len(labels) > 1 else labels[0])
+
+
+def evaluate_pairs(model, pairs, tile=None, batch_size: int = 4, tta: int = 1, progress=None) -> list[dict]:
+    """Metrics per image page of ``(image, mask)`` pairs; masks are read as binary (object = 1)."""
+    rows = []
+    for image_path, mask_path in pairs:
+        images, masks = data.read_pages(image_path), data.read_pages(mask_path)
+        if len(images) != len(masks):
+            raise data.DataError(f"{image_path}: {len(images)} pages but its mask {mask_path.name} has {len(masks)}")
+        for page, (image, mask) in enumerate(zip(images, masks)):
+            mask = mask[..., 0] if mask.ndim == 3 else mask
+            if image.shape[:2] != mask.shape:
+                raise data.DataError(f"{image_path}: image is {image.shape[:2]} but mask {mask_path.name} is {mask.shape}")
+            kind = data.mask_kind(mask)
+            truth = data.binary_from_mask(mask) if kind == "binary" else weights.binary_target(mask.astype(np.int32))
+            probabilities = predict_probabilities(model, image, tile, batch_size, tta, progress)
+            prediction = labels_from_probabilities(probabilities)
+            name = image_path.name + (f"[{page}]" if len(images) > 1 else "")
+            rows.append({"image": name, **metrics.evaluate_binary(prediction, truth)})
+    return rows
+
+
+def mean_row(rows: list[dict]) -> dict:
+    keys = [k for k in rows[0] if k != "image"]
+    return {"image": "mean", **{k: float(np.mean([r[k] for r in rows])) for k in keys}}

@@ -1,0 +1,131 @@
+"""The U-Net of Ronneberger, Fischer and Brox (2015), built with the Keras functional API.
+
+Paper defaults: depth 5, 64 base filters (64 -> 1024), 1 input channel, 2 classes, unpadded 3x3
+convolutions, 23 conv layers, 31,030,658 parameters, 572x572 in -> 388x388 out.
+
+Tensors are channels-last, ``(batch, height, width, channels)``. Spatial dims are ``None`` so one
+model takes every valid size (see :mod:`keras_unet.sizes`). The model takes raw pixel values:
+its first layer ``normalize`` maps ``input_range`` to [0, 1], so training, prediction and the
+exported models share one normalisation.
+"""
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from keras_unet import sizes
+
+PAPER = dict(depth=5, base_filters=64, in_channels=1, n_classes=2, padding="valid", dropout=0.5)
+
+
+def conv_block(x, filters: int, padding: str, batch_norm: bool, name: str):
+    """Two 3x3 convolutions + ReLU: (h, w, c) -> (h-4, w-4, filters) when unpadded."""
+    for i in (1, 2):
+        x = layers.Conv2D(
+            filters,
+            3,
+            padding=padding,
+            kernel_initializer="he_normal",  # std sqrt(2/N), N = 9 * input channels (paper, sec. 3)
+            use_bias=not batch_norm,
+            name=f"{name}_conv{i}",
+        )(x)
+        if batch_norm:
+            x = layers.BatchNormalization(name=f"{name}_bn{i}")(x)
+        x = layers.ReLU(name=f"{name}_relu{i}")(x)
+    return x
+
+
+def up_block(x, skip, filters: int, crop: int, padding: str, batch_norm: bool, level: int):
+    """2x2 up-convolution halving the channels, crop the skip map, concatenate, conv block."""
+    x = layers.Conv2DTranspose(
+        filters, 2, strides=2, kernel_initializer="he_normal", name=f"dec{level}_up"
+    )(x)
+    if crop:
+        skip = layers.Cropping2D(crop, name=f"crop{level}")(skip)
+    x = layers.Concatenate(name=f"dec{level}_concat")([skip, x])
+    return conv_block(x, filters, padding, batch_norm, name=f"dec{level}")
+
+
+def unet(
+    depth: int = 5,
+    base_filters: int = 64,
+    in_channels: int = 1,
+    n_classes: int = 2,
+    padding: str = "valid",
+    dropout: float = 0.5,
+    batch_norm: bool = False,
+    input_range: tuple[float, float] | None = (0.0, 255.0),
+    name: str = "unet",
+) -> keras.Model:
+    """Build a U-Net.
+
+    Args:
+        depth: number of resolution levels (5 in the paper: 4 poolings).
+        base_filters: channels of the first level; level ``i`` has ``base_filters * 2**(i-1)``.
+        in_channels: channels of the input image.
+        n_classes: output classes; the output is a softmax over them.
+        padding: ``"valid"`` (the paper: output smaller than input) or ``"same"``.
+        dropout: dropout rate at the end of the contracting path (0 disables it).
+        batch_norm: add batch normalisation after every 3x3 convolution (not in the paper).
+        input_range: raw pixel range ``(low, high)`` mapped to [0, 1] by the ``normalize`` layer;
+            ``None`` takes inputs already normalised.
+
+    Returns:
+        A model ``(batch, H, W, in_channels) -> (batch, H', W', n_classes)`` of class
+        probabilities (float32 also under mixed precision), with ``H' = sizes.output_size(H)``.
+    """
+    if base_filters < 1 or in_channels < 1 or n_classes < 2:
+        raise ValueError("base_filters and in_channels must be >= 1 and n_classes >= 2")
+    crops = sizes.skip_crops(depth, padding)
+
+    image = keras.Input(shape=(None, None, in_channels), name="image")
+    x = image
+    if input_range is not None:
+        low, high = (float(v) for v in input_range)
+        x = layers.Rescaling(1.0 / (high - low), offset=-low / (high - low), name="normalize")(x)
+
+    skips = []
+    for level in range(1, depth):
+        x = conv_block(x, base_filters * 2 ** (level - 1), padding, batch_norm, name=f"enc{level}")
+        skips.append(x)
+        x = layers.MaxPooling2D(2, name=f"enc{level}_pool")(x)
+
+    x = conv_block(x, base_filters * 2 ** (depth - 1), padding, batch_norm, name="bottom")
+    if dropout:
+        x = layers.Dropout(dropout, name="bottom_dropout")(x)  # end of the contracting path
+
+    for level in range(depth - 1, 0, -1):
+        x = up_block(
+            x, skips[level - 1], base_filters * 2 ** (level - 1), crops[level - 1], padding, batch_norm, level
+        )
+
+    logits = layers.Conv2D(n_classes, 1, kernel_initializer="he_normal", name="logits")(x)
+    probabilities = layers.Softmax(axis=-1, dtype="float32", name="probabilities")(logits)
+    return keras.Model(image, probabilities, name=name)
+
+
+def unet_config(model: keras.Model) -> dict:
+    """Recover the :func:`unet` arguments from a built model (for run folders and exporters)."""
+    convs = [layer for layer in model.layers if layer.name.endswith("_conv1")]
+    depth = sum(1 for layer in convs if layer.name.startswith("enc")) + 1
+    first = model.get_layer("enc1_conv1") if depth > 1 else model.get_layer("bottom_conv1")
+    norm = next((layer for layer in model.layers if layer.name == "normalize"), None)
+    input_range = None
+    if norm is not None:
+        scale, offset = float(norm.scale), float(norm.offset)
+        low = -offset / scale
+        input_range = (low, low + 1.0 / scale)
+    return dict(
+        depth=depth,
+        base_filters=int(first.filters),
+        in_channels=int(model.input_shape[-1]),
+        n_classes=int(model.output_shape[-1]),
+        padding=first.padding,
+        batch_norm=any(layer.name.endswith("_bn1") for layer in model.layers),
+        input_range=input_range,
+    )
+
+
+def conv_layers(model: keras.Model) -> list:
+    """The convolution layers (3x3, 2x2 up and 1x1): 23 in the paper's network."""
+    return [layer for layer in model.layers if isinstance(layer, (layers.Conv2D, layers.Conv2DTranspose))]

@@ -1,0 +1,89 @@
+"""tf.data pipelines: augmented random training tiles and fixed validation tiles.
+
+Elements are ``(image (B, S, S, C) float32 raw values, y_true (B, O, O, 2) float32)`` with ``S``
+the input tile, ``O`` its output size, and ``y_true = [class index, weight]`` per pixel.
+"""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from keras_unet import augment, sizes
+from keras_unet.data import Dataset
+
+
+def _sample_stream(dataset: Dataset, seed: int):
+    """Endless generator of ``(image, target, weights)`` in a seeded random order."""
+    rng = np.random.default_rng(seed)
+    images = [im.astype(np.float32) for im in dataset.images]
+    while True:
+        for i in rng.permutation(len(dataset)):
+            yield images[i], dataset.targets[i], dataset.weights[i]
+
+
+def training_dataset(
+    dataset: Dataset,
+    tile: int,
+    batch_size: int = 1,
+    depth: int = 5,
+    padding: str = "valid",
+    params: augment.AugmentParams = augment.AugmentParams(),
+    value_range=(0.0, 255.0),
+    seed: int = 0,
+) -> tf.data.Dataset:
+    """Endless, reproducible dataset of augmented training tiles (see module docstring)."""
+    geometry = sizes.tile_geometry(tile, depth, padding)
+    channels = dataset.channels
+    signature = (
+        tf.TensorSpec((None, None, channels), tf.float32),
+        tf.TensorSpec((None, None), tf.uint8),
+        tf.TensorSpec((None, None), tf.float32),
+    )
+    samples = tf.data.Dataset.from_generator(lambda: _sample_stream(dataset, seed), output_signature=signature)
+
+    def make_tile(index, sample):
+        image, target, weights = sample
+        tile_image, y_true = augment.augmented_tile(
+            image, target, weights, tf.stack([tf.cast(seed, tf.int64), index]),
+            geometry.input_size, geometry.output_size, params, value_range,
+        )
+        tile_image = tf.ensure_shape(tile_image, (geometry.input_size, geometry.input_size, channels))
+        return tile_image, tf.ensure_shape(y_true, (geometry.output_size, geometry.output_size, 2))
+
+    return (
+        samples.enumerate()
+        .map(make_tile, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .batch(batch_size, drop_remainder=True)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def tile_origins(length: int, output: int, step: int) -> list[int]:
+    """Start positions (px) of output tiles of size ``output`` covering ``length`` with ``step``."""
+    if length <= output:
+        return [0]
+    origins = list(range(0, length - output, step))
+    return origins + [length - output]
+
+
+def validation_tiles(dataset: Dataset, tile: int, depth: int = 5, padding: str = "valid"):
+    """Fixed tiles covering every validation image: ``(images (N, S, S, C), y_true (N, O, O, 2))``."""
+    geometry = sizes.tile_geometry(tile, depth, padding)
+    size, out, margin = geometry.input_size, geometry.output_size, geometry.margin
+    images, targets = [], []
+    for image, target, weights in zip(dataset.images, dataset.targets, dataset.weights):
+        height, width = target.shape
+        pad_h, pad_w = max(out - height, 0), max(out - width, 0)
+        padded = np.pad(image.astype(np.float32), ((margin, margin + pad_h), (margin, margin + pad_w), (0, 0)), "reflect")
+        y_true = np.pad(np.stack([target.astype(np.float32), weights], -1), ((0, pad_h), (0, pad_w), (0, 0)), "reflect")
+        for top in tile_origins(height, out, out):
+            for left in tile_origins(width, out, out):
+                images.append(padded[top : top + size, left : left + size])
+                targets.append(y_true[top : top + out, left : left + out])
+    return np.stack(images), np.stack(targets)
+
+
+def validation_dataset(dataset: Dataset, tile: int, batch_size: int = 1, depth: int = 5, padding: str = "valid"):
+    """:func:`validation_tiles` as a batched ``tf.data.Dataset``."""
+    images, targets = validation_tiles(dataset, tile, depth, padding)
+    return tf.data.Dataset.from_tensor_slices((images, targets)).batch(batch_size).prefetch(tf.data.AUTOTUNE)

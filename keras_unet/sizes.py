@@ -1,0 +1,159 @@
+"""Size arithmetic of the U-Net: which tile sizes are valid and what comes out.
+
+With ``padding="valid"`` every 3x3 convolution trims 2 px, every 2x2 max-pool halves a size that
+must be even, and every 2x2 up-convolution doubles it. For the paper's network (depth 5) the
+valid input sizes are ``16k + 60`` (k >= 8, i.e. >= 188 px) and ``output = input - 184``.
+With ``padding="same"`` the input must be divisible by ``2**(depth-1)`` and the output equals it.
+
+All sizes are in pixels along one axis; tiles are square or rectangular, each axis independently.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class InvalidSizeError(ValueError):
+    """An input size the network cannot take; the message names the nearest valid sizes."""
+
+
+def _check_args(depth: int, padding: str) -> None:
+    if depth < 1:
+        raise ValueError(f"depth must be >= 1, got {depth}")
+    if padding not in ("valid", "same"):
+        raise ValueError(f"padding must be 'valid' or 'same', got {padding!r}")
+
+
+def _trace(size: int, depth: int, padding: str) -> tuple[int | None, list[int]]:
+    """Follow one axis through the network.
+
+    Returns ``(output_size or None if invalid, skip sizes per level from top to bottom-1)``.
+    """
+    trim = 4 if padding == "valid" else 0
+    skips = []
+    for _ in range(depth - 1):
+        size -= trim
+        if size < 2 or size % 2:
+            return None, skips
+        skips.append(size)
+        size //= 2
+    size -= trim  # bottom level
+    if size < 1:
+        return None, skips
+    for _ in range(depth - 1):
+        size = 2 * size - trim
+        if size < 1:
+            return None, skips
+    return size, skips
+
+
+def output_size(input_size: int, depth: int = 5, padding: str = "valid") -> int:
+    """Output size (px) for an input size (px); raises :class:`InvalidSizeError` if invalid."""
+    _check_args(depth, padding)
+    out, _ = _trace(int(input_size), depth, padding)
+    if out is None:
+        raise InvalidSizeError(_invalid_message(int(input_size), depth, padding))
+    return out
+
+
+def is_valid(input_size: int, depth: int = 5, padding: str = "valid") -> bool:
+    """True if ``input_size`` passes through the network without a shape mismatch."""
+    _check_args(depth, padding)
+    return _trace(int(input_size), depth, padding)[0] is not None
+
+
+def size_step(depth: int = 5) -> int:
+    """Spacing between consecutive valid input sizes: ``2**(depth-1)`` (16 for the paper)."""
+    return 2 ** (depth - 1)
+
+
+def smallest_valid_input(depth: int = 5, padding: str = "valid") -> int:
+    """The smallest valid input size (188 for the paper's network, ``2**(depth-1)`` for same)."""
+    _check_args(depth, padding)
+    size = 1
+    while not is_valid(size, depth, padding):
+        size += 1
+    return size
+
+
+def valid_input_sizes(max_size: int, depth: int = 5, padding: str = "valid") -> list[int]:
+    """All valid input sizes up to and including ``max_size``."""
+    start = smallest_valid_input(depth, padding)
+    return list(range(start, int(max_size) + 1, size_step(depth)))
+
+
+def input_size_for_output(min_output: int, depth: int = 5, padding: str = "valid") -> int:
+    """The smallest valid input whose output is at least ``min_output`` px."""
+    size = smallest_valid_input(depth, padding)
+    while output_size(size, depth, padding) < min_output:
+        size += size_step(depth)
+    return size
+
+
+def nearest_valid_sizes(input_size: int, depth: int = 5, padding: str = "valid") -> tuple[int | None, int]:
+    """The valid sizes just below (None if there is none) and at-or-above ``input_size``."""
+    start = smallest_valid_input(depth, padding)
+    if input_size <= start:
+        return None, start
+    step = size_step(depth)
+    below = start + (input_size - start) // step * step
+    if below == input_size:
+        return below, below
+    return below, below + step
+
+
+def _invalid_message(input_size: int, depth: int, padding: str) -> str:
+    below, above = nearest_valid_sizes(input_size, depth, padding)
+    rule = (
+        f"valid sizes are {smallest_valid_input(depth, padding)} + {size_step(depth)}k"
+        if padding == "valid"
+        else f"valid sizes are multiples of {size_step(depth)}"
+    )
+    nearest = f"{below} or {above}" if below is not None else f"{above} (the smallest)"
+    return (
+        f"input size {input_size} px is not valid for a depth-{depth} U-Net with {padding!r} padding: "
+        f"{rule}; use {nearest}"
+    )
+
+
+def check_input_size(input_size: int, depth: int = 5, padding: str = "valid") -> int:
+    """Return ``input_size`` if valid, else raise :class:`InvalidSizeError` naming the nearest ones."""
+    output_size(input_size, depth, padding)
+    return int(input_size)
+
+
+def skip_crops(depth: int = 5, padding: str = "valid") -> list[int]:
+    """Pixels cropped from each side of each skip map, from the top level down.
+
+    The paper's network crops 88, 40, 16 and 4 px; the crops do not depend on the input size.
+    """
+    _check_args(depth, padding)
+    if padding == "same":
+        return [0] * (depth - 1)
+    size = smallest_valid_input(depth, padding)
+    _, skips = _trace(size, depth, padding)
+    # Expanding path, bottom up: the bottom map is up-sampled then trimmed at each level.
+    bottom = skips[-1] // 2 - 4 if skips else size - 4
+    crops = []
+    up = bottom
+    for skip in reversed(skips):
+        up = 2 * up
+        crops.append((skip - up) // 2)
+        up -= 4
+    return list(reversed(crops))
+
+
+@dataclass(frozen=True)
+class TileGeometry:
+    """Input tile, output tile and the margin (px per side) between them."""
+
+    input_size: int
+    output_size: int
+
+    @property
+    def margin(self) -> int:
+        return (self.input_size - self.output_size) // 2
+
+
+def tile_geometry(input_size: int, depth: int = 5, padding: str = "valid") -> TileGeometry:
+    """Validated :class:`TileGeometry` for an input tile size."""
+    return TileGeometry(check_input_size(input_size, depth, padding), output_size(input_size, depth, padding))

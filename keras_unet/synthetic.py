@@ -1,0 +1,96 @@
+"""The embedded default data: synthetic microscopy-like images of touching cells.
+
+Each sample is an 8-bit grayscale image (bright membranes around textured cells, dark gaps,
+uneven illumination, blur and noise) with its instance label image (0 = background, 1..n = cells).
+Cells are blobs grown from random seeds; neighbours closer than their radii touch, so the
+instance labels have shared borders, as in the paper's cell tracking data. Deterministic per seed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+
+def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
+    """Gaussian-filtered white noise scaled to unit standard deviation."""
+    field = ndimage.gaussian_filter(rng.standard_normal(shape), sigma, mode="wrap")
+    return field / (field.std() + 1e-12)
+
+
+def cell_instances(shape=(256, 256), n_cells: int | None = None, radius: float = 18.0, seed: int = 0) -> np.ndarray:
+    """Instance label image ``(H, W)`` int32 of irregular, partly touching cells."""
+    rng = np.random.default_rng(seed)
+    height, width = shape
+    if n_cells is None:
+        n_cells = max(2, int(0.75 * height * width / (np.pi * radius**2)))
+    centres = rng.uniform([0, 0], [height, width], size=(n_cells, 2))
+    radii = radius * rng.uniform(0.7, 1.3, size=n_cells)
+    # Distance to each seed, relative to its radius, wobbled by a smooth field for irregular outlines.
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    wobble = 0.18 * _smooth_noise(rng, shape, sigma=radius / 3)
+    best = np.full(shape, np.inf, np.float32)
+    labels = np.zeros(shape, np.int32)
+    for i, ((cy, cx), r) in enumerate(zip(centres, radii), start=1):
+        rel = np.hypot(yy - cy, xx - cx) / r + wobble
+        closer = rel < best
+        best[closer] = rel[closer]
+        labels[closer] = i
+    labels[best > 1.0] = 0
+    # Drop fragments: keep each cell's largest connected piece, then renumber 1..n.
+    out = np.zeros_like(labels)
+    next_id = 1
+    for i, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is None:
+            continue
+        pieces, n = ndimage.label(labels[box] == i)
+        if n == 0:
+            continue
+        largest = np.argmax(ndimage.sum(np.ones_like(pieces), pieces, index=range(1, n + 1))) + 1
+        if (pieces == largest).sum() < 0.15 * np.pi * radius**2:
+            continue
+        out[box][pieces == largest] = next_id
+        next_id += 1
+    return out
+
+
+def render_image(instances: np.ndarray, seed: int = 0, noise: float = 0.06, blur: float = 1.0) -> np.ndarray:
+    """Microscopy-like uint8 image ``(H, W)`` for an instance label image."""
+    rng = np.random.default_rng(seed + 7919)
+    shape = instances.shape
+    grey_max = ndimage.maximum_filter(instances, size=3)
+    grey_min = ndimage.minimum_filter(instances, size=3)
+    membrane = grey_max != grey_min  # borders between cells and between a cell and the background
+    interior_level = rng.uniform(0.28, 0.45, size=instances.max() + 1)
+    image = np.where(instances > 0, interior_level[instances], 0.12)
+    image = image + 0.05 * _smooth_noise(rng, shape, sigma=2.0) * (instances > 0)  # texture
+    image[membrane] = 0.85
+    illumination = 1.0 + 0.2 * _smooth_noise(rng, shape, sigma=min(shape) / 3)
+    image = ndimage.gaussian_filter(image * illumination, blur)
+    image = image + noise * rng.standard_normal(shape)
+    return np.clip(np.round(image * 255), 0, 255).astype(np.uint8)
+
+
+def sample(shape=(256, 256), radius: float = 18.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """One ``(image uint8 (H, W), instances int32 (H, W))`` pair, deterministic per seed."""
+    instances = cell_instances(shape, radius=radius, seed=seed)
+    return render_image(instances, seed=seed), instances
+
+
+def dataset(n: int = 8, shape=(256, 256), radius: float = 18.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` samples stacked: images ``(n, H, W)`` uint8, instances ``(n, H, W)`` int32."""
+    pairs = [sample(shape, radius, seed=seed * 100_003 + i) for i in range(n)]
+    return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+
+
+def write_dataset(directory, n: int = 8, shape=(256, 256), seed: int = 0) -> Path:
+    """Write ``images/NN.png`` and ``masks/NN.tif`` (16-bit instance labels) under ``directory``."""
+    from keras_unet import data  # local import: data pulls in tifffile/imageio
+
+    directory = Path(directory)
+    images, instances = dataset(n, shape, seed=seed)
+    for i, (image, labels) in enumerate(zip(images, instances)):
+        data.write_image(directory / "images" / f"{i:02d}.png", image)
+        data.write_image(directory / "masks" / f"{i:02d}.tif", labels.astype(np.uint16))
+    return directory

@@ -1,0 +1,152 @@
+"""Overlap-tile prediction (paper, Fig. 2) of images of any size.
+
+The image is mirror-padded (numpy ``"reflect"``), cut into input tiles whose outputs tile the image,
+the tiles go through the model in batches, and the outputs are stitched. Tile origins step by a
+multiple of ``2**(depth-1)`` px so that every max-pool sees the same pixel pairs as in one
+whole-image pass: with valid padding the stitched result equals :func:`predict_whole`.
+(Consecutive outputs overlap by ``output mod 2**(depth-1)`` px, 4 px for the paper's network.)
+
+With same padding the tiles keep a context margin and only their centres are used; the result is
+then close to, not equal to, the whole-image prediction.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from keras_unet import sizes
+from keras_unet.model import unet_config
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """How one image is cut: input tile, kept output size, margin and step (all px)."""
+
+    input_size: int
+    output_size: int
+    margin: int
+    step: int
+
+
+def tile_plan(tile: int, depth: int = 5, padding: str = "valid") -> TilePlan:
+    """The :class:`TilePlan` of a valid input tile size."""
+    sizes.check_input_size(tile, depth, padding)
+    align = sizes.size_step(depth)
+    if padding == "valid":
+        out = sizes.output_size(tile, depth, padding)
+        margin = (tile - out) // 2
+    else:
+        margin = align * max(1, tile // (4 * align))
+        out = tile - 2 * margin
+    if out < align:
+        smallest = sizes.input_size_for_output(align, depth, padding)
+        raise sizes.InvalidSizeError(f"tile {tile} px gives {out} px outputs, less than the {align} px pooling "
+                                     f"alignment of overlap-tile prediction; use a tile of at least {smallest} px")
+    return TilePlan(tile, out, margin, out - out % align)
+
+
+def estimate_tile_bytes(tile: int, base_filters: int, batch_size: int = 1) -> int:
+    """Rough peak activation memory (bytes) of one forward pass: about 8 float32 maps of the
+    first level's size alive at once, and the same again for the rest of the network."""
+    return int(16 * tile * tile * base_filters * 4 * batch_size)
+
+
+def default_tile(image_shape, depth: int = 5, padding: str = "valid", base_filters: int = 64,
+                 batch_size: int = 1, memory_mb: int = 2048) -> int:
+    """The largest valid tile within ``memory_mb`` that is not larger than the image needs."""
+    longest = max(image_shape[:2])
+    smallest = sizes.input_size_for_output(sizes.size_step(depth), depth, padding)
+    candidates = [s for s in sizes.valid_input_sizes(4 * longest + 1024, depth, padding) if s >= smallest]
+    best = candidates[0]
+    for tile in candidates:
+        if estimate_tile_bytes(tile, base_filters, batch_size) > memory_mb * 2**20:
+            break
+        best = tile
+        if tile_plan(tile, depth, padding).output_size >= longest:
+            break
+    return best
+
+
+def _padded(image: np.ndarray, plan: TilePlan, rows: int, cols: int) -> np.ndarray:
+    """Mirror-pad ``image`` (H, W, C) so tiles with origins up to (rows, cols) fit."""
+    height, width = image.shape[:2]
+    bottom = rows + plan.input_size - plan.margin - height
+    right = cols + plan.input_size - plan.margin - width
+    return np.pad(image, ((plan.margin, max(bottom, 0)), (plan.margin, max(right, 0)), (0, 0)), mode="reflect")
+
+
+def _origins(length: int, plan: TilePlan) -> list[int]:
+    if length <= plan.output_size:
+        return [0]
+    origins = list(range(0, length - plan.output_size, plan.step))
+    last = origins[-1] + plan.step
+    return origins + [last]
+
+
+def _as_hwc(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image, np.float32)
+    return image[..., None] if image.ndim == 2 else image
+
+
+def predict_tiled(model, image: np.ndarray, tile: int | None = None, batch_size: int = 4,
+                  progress=None, memory_mb: int = 2048) -> np.ndarray:
+    """Class probabilities ``(H, W, n_classes)`` float32 of ``image`` ``(H, W)`` or ``(H, W, C)``.
+
+    ``progress``, if given, is called with the number of tiles done after each batch.
+    """
+    config = unet_config(model)
+    depth, padding = config["depth"], config["padding"]
+    image = _as_hwc(image)
+    height, width = image.shape[:2]
+    tile = tile or default_tile(image.shape, depth, padding, config["base_filters"], batch_size, memory_mb)
+    plan = tile_plan(tile, depth, padding)
+    rows, cols = _origins(height, plan), _origins(width, plan)
+    padded = _padded(image, plan, rows[-1], cols[-1])
+    keep = slice(0, plan.output_size) if padding == "valid" else slice(plan.margin, plan.margin + plan.output_size)
+    result = np.zeros((rows[-1] + plan.output_size, cols[-1] + plan.output_size, config["n_classes"]), np.float32)
+    origins = [(r, c) for r in rows for c in cols]
+    for start in range(0, len(origins), batch_size):
+        batch = origins[start : start + batch_size]
+        tiles = np.stack([padded[r : r + plan.input_size, c : c + plan.input_size] for r, c in batch])
+        outputs = np.asarray(model.predict_on_batch(tiles))
+        for (r, c), out in zip(batch, outputs):
+            result[r : r + plan.output_size, c : c + plan.output_size] = out[keep, keep]
+        if progress is not None:
+            progress(len(batch))
+    return result[:height, :width]
+
+
+def count_tiles(image_shape, tile: int, depth: int = 5, padding: str = "valid") -> int:
+    """Number of tiles :func:`predict_tiled` cuts an image into."""
+    plan = tile_plan(tile, depth, padding)
+    return len(_origins(image_shape[0], plan)) * len(_origins(image_shape[1], plan))
+
+
+def predict_whole(model, image: np.ndarray) -> np.ndarray:
+    """Reference: one pass over the whole mirror-padded image, ``(H, W, n_classes)``."""
+    config = unet_config(model)
+    depth, padding = config["depth"], config["padding"]
+    image = _as_hwc(image)
+    height, width = image.shape[:2]
+    tall = sizes.input_size_for_output(height, depth, padding)
+    wide = sizes.input_size_for_output(width, depth, padding)
+    margin = (tall - sizes.output_size(tall, depth, padding)) // 2
+    padded = np.pad(image, ((margin, tall - height - margin), (margin, wide - width - margin), (0, 0)), mode="reflect")
+    return np.asarray(model.predict_on_batch(padded[None]))[0, :height, :width]
+
+
+DIHEDRAL = [(k, flip) for flip in (False, True) for k in range(4)]
+
+
+def predict_tta(model, image: np.ndarray, n_transforms: int = 8, **kwargs) -> np.ndarray:
+    """Average of :func:`predict_tiled` over the first ``n_transforms`` rotations/flips (1-8);
+    the paper's ISBI entry averaged rotated predictions."""
+    image = _as_hwc(image)
+    total = None
+    for k, flip in DIHEDRAL[:n_transforms]:
+        view = np.rot90(image[:, ::-1] if flip else image, k)
+        probs = np.rot90(predict_tiled(model, np.ascontiguousarray(view), **kwargs), -k)
+        probs = probs[:, ::-1] if flip else probs
+        total = probs if total is None else total + probs
+    return total / n_transforms

@@ -1,0 +1,258 @@
+"""Training: the paper's setup (weighted cross-entropy, SGD with momentum 0.99, one large tile per
+batch) with validation, checkpoints, resume, logs and plots in a run folder.
+
+Run folder contents:
+
+* ``config.json`` - every setting plus library versions; ``state.json`` - epochs done, best score;
+* ``model.keras`` - the best model (lowest validation loss), ``last.keras`` - the latest, with
+  optimizer state (what ``--resume`` continues from);
+* ``log.csv`` - per-epoch losses and metrics; ``curves.png`` and ``samples.png`` - plots.
+
+Files are written to a temporary name and renamed, so a run killed at any moment leaves no
+corrupt checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_unet import __version__, augment, data, losses, metrics, pipeline, plots, sizes, tiling
+from keras_unet.model import unet
+
+
+@dataclass
+class TrainConfig:
+    """Every training setting; the defaults are the paper's where it gives one."""
+
+    data: str | None = None  # dataset folder; None = the embedded synthetic cells
+    val_data: str | None = None  # explicit validation folder; else val_fraction of data
+    val_fraction: float = 0.2
+    synthetic_images: int = 8
+    synthetic_size: int = 256
+    # model
+    depth: int = 5
+    base_filters: int = 64
+    n_classes: int = 2
+    padding: str = "valid"
+    dropout: float = 0.5
+    batch_norm: bool = False
+    # targets and weight maps
+    w0: float = 10.0
+    sigma: float = 5.0
+    border_width: int = 1
+    balance_classes: bool = True
+    mask_kind: str = "auto"
+    # optimisation
+    tile: int = 572
+    batch_size: int = 1
+    epochs: int = 50
+    steps_per_epoch: int = 100
+    optimizer: str = "sgd"
+    learning_rate: float = 0.01
+    momentum: float = 0.99
+    lr_schedule: str = "constant"  # constant | cosine
+    loss: str = "wce"
+    early_stopping: int = 0  # patience in epochs; 0 = off
+    mixed_precision: bool = False
+    max_minutes: float = 0.0  # stop after this wall time; 0 = no limit
+    tensorboard: bool = False
+    augment: bool = True
+    seed: int = 0
+    strategy: str = "default"  # default | mirrored | multiworker
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def versions() -> dict:
+    return {"keras_unet": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": np.__version__, "python": platform.python_version()}
+
+
+def write_json(path, value) -> None:
+    tmp, path = data.atomic_path(path)
+    tmp.write_text(json.dumps(value, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def save_model_atomic(model: keras.Model, path) -> None:
+    """``model.save`` to a temporary ``.keras`` file in the same folder, then rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def load_data(config: TrainConfig) -> tuple[data.Dataset, data.Dataset]:
+    """``(train, validation)`` datasets from the configured folders or the synthetic default."""
+    params = data.WeightParams(config.w0, config.sigma, config.border_width, config.balance_classes,
+                               config.n_classes, config.mask_kind)
+    if config.data is None:
+        full = data.synthetic_dataset(config.synthetic_images, (config.synthetic_size,) * 2, config.seed, params)
+    else:
+        full = data.load_dataset(config.data, params)
+    if config.val_data:
+        train, val = full, data.load_dataset(config.val_data, params)
+    else:
+        train, val = full.split(config.val_fraction, config.seed)
+    return train, val
+
+
+def make_optimizer(config: TrainConfig, total_steps: int):
+    rate = config.learning_rate
+    if config.lr_schedule == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(config.learning_rate, max(total_steps, 1))
+    elif config.lr_schedule != "constant":
+        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {config.lr_schedule!r}")
+    if config.optimizer == "sgd":
+        return keras.optimizers.SGD(rate, momentum=config.momentum)
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(rate)
+    raise ValueError(f"optimizer must be 'sgd' or 'adam', got {config.optimizer!r}")
+
+
+def build_model(config: TrainConfig, channels: int, input_range) -> keras.Model:
+    model = unet(config.depth, config.base_filters, channels, config.n_classes, config.padding,
+                 config.dropout, config.batch_norm, input_range)
+    model.compile(
+        optimizer=make_optimizer(config, config.epochs * config.steps_per_epoch),
+        loss=losses.get_loss(config.loss),
+        metrics=[metrics.PixelError(), metrics.ForegroundIoU(config.n_classes)],
+    )
+    return model
+
+
+class RunCheckpoint(keras.callbacks.Callback):
+    """After each epoch: ``last.keras`` and ``state.json``; ``model.keras`` when validation improves."""
+
+    def __init__(self, run_dir: Path, state: dict, is_chief: bool = True):
+        super().__init__()
+        self.run_dir, self.state, self.is_chief = run_dir, state, is_chief
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        score = logs.get("val_loss", logs.get("loss"))
+        improved = score is not None and np.isfinite(score) and score < self.state.get("best", np.inf)
+        self.state["epoch"] = epoch + 1
+        if improved:
+            self.state.update(best=float(score), best_epoch=epoch + 1)
+        if not self.is_chief:
+            return
+        if improved:
+            save_model_atomic(self.model, self.run_dir / "model.keras")
+        save_model_atomic(self.model, self.run_dir / "last.keras")
+        write_json(self.run_dir / "state.json", self.state)
+
+
+class TimeLimit(keras.callbacks.Callback):
+    """Stop training at the end of the batch after ``minutes`` of wall time."""
+
+    def __init__(self, minutes: float):
+        super().__init__()
+        self.deadline = time.monotonic() + 60.0 * minutes
+
+    def on_train_batch_end(self, batch, logs=None):
+        if time.monotonic() > self.deadline:
+            self.model.stop_training = True
+
+
+def distribution_strategy(name: str):
+    """``tf.distribute`` strategy by name: default, mirrored (GPUs of one machine) or multiworker
+    (machines listed in ``TF_CONFIG``)."""
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"strategy must be default, mirrored or multiworker, got {name!r}")
+
+
+def is_chief() -> bool:
+    """True on the worker that writes files (the only one without TF_CONFIG, or task 0 / chief)."""
+    tf_config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+    task = tf_config.get("task", {})
+    return task.get("type", "chief") == "chief" or (task.get("type") == "worker" and task.get("index", 0) == 0
+                                                    and "chief" not in tf_config.get("cluster", {}))
+
+
+def fit(config: TrainConfig, run_dir, resume: bool = False, verbose: int = 1) -> dict:
+    """Train into ``run_dir`` (created); with ``resume``, continue its ``last.keras``.
+
+    Returns the final state: ``{"epoch", "best", "best_epoch", "history"}``.
+    """
+    run_dir = Path(run_dir)
+    state = {"epoch": 0, "best": float("inf")}
+    if resume:
+        if not (run_dir / "config.json").is_file() or not (run_dir / "last.keras").is_file():
+            raise FileNotFoundError(f"{run_dir}: not a run folder to resume (needs config.json and last.keras)")
+        config = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text())["config"])
+        if (run_dir / "state.json").is_file():
+            state = json.loads((run_dir / "state.json").read_text())
+    sizes.check_input_size(config.tile, config.depth, config.padding)
+    if config.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16")
+    keras.utils.set_random_seed(config.seed + state["epoch"])
+    chief = is_chief()
+
+    train_data, val_data = load_data(config)
+    data.check_tile_fits(train_data, config.tile, config.depth, config.padding)
+    input_range = train_data.input_range()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if chief and not resume:
+        write_json(run_dir / "config.json", {"config": asdict(config), "input_range": input_range,
+                                             "versions": versions(), "data_notes": train_data.notes,
+                                             "train_samples": train_data.sources, "val_samples": val_data.sources})
+
+    strategy = distribution_strategy(config.strategy)
+    with strategy.scope():
+        if resume:
+            model = keras.models.load_model(run_dir / "last.keras")
+        else:
+            model = build_model(config, train_data.channels, input_range)
+    global_batch = config.batch_size * strategy.num_replicas_in_sync
+    params = augment.AugmentParams() if config.augment else augment.AugmentParams.none()
+    train_ds = pipeline.training_dataset(train_data, config.tile, global_batch, config.depth, config.padding,
+                                         params, input_range, seed=config.seed * 100_003 + state["epoch"])
+    val_ds = pipeline.validation_dataset(val_data, config.tile, global_batch, config.depth, config.padding) if len(val_data) else None
+
+    callbacks = [RunCheckpoint(run_dir, state, chief), keras.callbacks.TerminateOnNaN(),
+                 keras.callbacks.CSVLogger(str(run_dir / "log.csv"), append=resume)]
+    if config.early_stopping:
+        callbacks.append(keras.callbacks.EarlyStopping(patience=config.early_stopping,
+                                                       monitor="val_loss" if val_ds else "loss"))
+    if config.max_minutes:
+        callbacks.append(TimeLimit(config.max_minutes))
+    if config.tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard")))
+
+    history = {}
+    if state["epoch"] < config.epochs:
+        history = model.fit(train_ds, epochs=config.epochs, initial_epoch=state["epoch"],
+                            steps_per_epoch=config.steps_per_epoch, validation_data=val_ds,
+                            callbacks=callbacks, verbose=verbose, shuffle=False).history
+    if chief:
+        write_report(run_dir, val_data if len(val_data) else train_data)
+    return {**state, "history": history}
+
+
+def write_report(run_dir: Path, dataset: data.Dataset, n_samples: int = 2) -> None:
+    """``curves.png`` from the log and ``samples.png`` from the best model on ``dataset``."""
+    if (run_dir / "log.csv").is_file() and (run_dir / "log.csv").stat().st_size:
+        plots.training_curves(run_dir / "log.csv", run_dir / "curves.png")
+    model_path = run_dir / "model.keras" if (run_dir / "model.keras").is_file() else run_dir / "last.keras"
+    model = keras.models.load_model(model_path, compile=False)
+    picks = list(range(min(n_samples, len(dataset))))
+    probabilities = [tiling.predict_tiled(model, dataset.images[i]) for i in picks]
+    plots.sample_predictions([dataset.images[i] for i in picks], [dataset.targets[i] for i in picks],
+                             probabilities, run_dir / "samples.png", titles=[Path(dataset.sources[i]).name for i in picks])

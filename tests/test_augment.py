@@ -1,0 +1,89 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_unet import augment
+
+SEED = tf.constant([3, 4], tf.int64)
+
+
+def test_cubic_weights_interpolate_and_sum_to_one():
+    matrix = augment.cubic_weights(9, 3).numpy()
+    np.testing.assert_allclose(matrix.sum(1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(matrix[[0, 4, 8]], np.eye(3), atol=1e-6)  # nodes hit exactly
+
+
+def test_elastic_field_statistics():
+    fields = np.stack([augment.elastic_field(tf.constant([i, 0]), 64, 64, sigma=10.0).numpy() for i in range(200)])
+    corners = fields[:, 0, 0]  # a grid node: exactly N(0, 10)
+    assert 8.5 < corners.std() < 11.5
+    # smooth: neighbouring pixels differ by a small fraction of the displacement
+    assert np.abs(np.diff(fields, axis=1)).max() < 3.0
+
+
+def test_zero_displacement_is_identity(rng):
+    image = rng.uniform(0, 255, (50, 60, 2)).astype(np.float32)
+    ys, xs = augment.tile_coordinates(SEED, 40, tf.constant([24.5, 29.5]), augment.AugmentParams.none())
+    out = augment.sample_bilinear(image, ys, xs).numpy()
+    np.testing.assert_allclose(out, image[5:45, 10:50], atol=1e-4)
+
+
+def test_mirror_padding_equals_numpy_reflect(rng):
+    image = rng.uniform(0, 255, (30, 40, 1)).astype(np.float32)
+    # a 70x70 tile centred on the top-left pixel reaches 35 px beyond the border
+    ys, xs = augment.tile_coordinates(SEED, 71, tf.constant([0.0, 0.0]), augment.AugmentParams.none())
+    out = augment.sample_bilinear(image, ys, xs).numpy()
+    padded = np.pad(image, ((35, 35), (35, 35), (0, 0)), mode="reflect")
+    np.testing.assert_allclose(out, padded[:71, :71], atol=1e-4)
+    assert not np.allclose(out, np.pad(image, ((35, 35), (35, 35), (0, 0)), mode="symmetric")[:71, :71])
+
+
+def test_warped_labels_keep_their_values(rng):
+    labels = rng.choice([0, 3, 7], size=(64, 64)).astype(np.int32)
+    ys, xs = augment.tile_coordinates(SEED, 64, tf.constant([31.5, 31.5]), augment.AugmentParams())
+    warped = augment.sample_nearest(labels, ys, xs).numpy()
+    assert set(np.unique(warped)) <= {0, 3, 7}
+    assert not np.array_equal(warped, labels)
+
+
+def test_image_and_label_move_together():
+    checker = ((np.indices((96, 96)) // 12).sum(0) % 2).astype(np.int32)
+    image = (checker * 200 + 20).astype(np.float32)[..., None]
+    weights = checker.astype(np.float32) + 1.0
+    tile, y_true = augment.augmented_tile(image, checker, weights, SEED, 92, 40,
+                                          augment.AugmentParams(noise=0, brightness=0, contrast=0, gamma=0), (0.0, 255.0))
+    tile, y_true = tile.numpy(), y_true.numpy()
+    centre = tile[26:66, 26:66, 0]
+    labels = y_true[..., 0]
+    # away from square edges the image and the label agree
+    bright, dark = centre > 219.9, centre < 20.1  # all 4 bilinear neighbours agree
+    assert bright.sum() > 300 and dark.sum() > 300
+    assert np.all(labels[bright] == 1) and np.all(labels[dark] == 0)
+    np.testing.assert_allclose(y_true[..., 1][bright], 2.0, atol=1e-4)
+
+
+def test_same_seed_same_sample_other_seed_differs(rng):
+    image = rng.uniform(0, 255, (80, 80, 1)).astype(np.float32)
+    target = (image[..., 0] > 128).astype(np.uint8)
+    weights = np.ones((80, 80), np.float32)
+    a = augment.augmented_tile(image, target, weights, SEED, 76, 40)
+    b = augment.augmented_tile(image, target, weights, SEED, 76, 40)
+    c = augment.augmented_tile(image, target, weights, tf.constant([9, 9], tf.int64), 76, 40)
+    np.testing.assert_array_equal(a[0].numpy(), b[0].numpy())
+    np.testing.assert_array_equal(a[1].numpy(), b[1].numpy())
+    assert not np.array_equal(a[0].numpy(), c[0].numpy())
+
+
+def test_gray_values_change_intensities_within_reason(rng):
+    image = rng.uniform(50, 200, (32, 32, 1)).astype(np.float32)
+    out = augment.gray_values(image, SEED, augment.AugmentParams(), (0.0, 255.0)).numpy()
+    assert not np.allclose(out, image)
+    assert abs(out.mean() - image.mean()) < 80
+    same = augment.gray_values(image, SEED, augment.AugmentParams.none(), (0.0, 255.0)).numpy()
+    np.testing.assert_allclose(same, image, atol=1e-3)
+
+
+def test_augmentation_runs_inside_tf_function():
+    fn = tf.function(lambda img, seed: augment.augmented_tile(img, tf.zeros([50, 50], tf.uint8), tf.ones([50, 50]), seed, 44, 4))
+    tile, y_true = fn(tf.zeros([50, 50, 1]), SEED)
+    assert tile.shape == (44, 44, 1) and y_true.shape == (4, 4, 2)

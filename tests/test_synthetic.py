@@ -1,0 +1,41 @@
+import numpy as np
+
+from keras_unet import synthetic
+
+
+def test_deterministic_per_seed():
+    a_img, a_lab = synthetic.sample((128, 160), seed=5)
+    b_img, b_lab = synthetic.sample((128, 160), seed=5)
+    c_img, _ = synthetic.sample((128, 160), seed=6)
+    np.testing.assert_array_equal(a_img, b_img)
+    np.testing.assert_array_equal(a_lab, b_lab)
+    assert not np.array_equal(a_img, c_img)
+    assert a_img.dtype == np.uint8 and a_img.shape == (128, 160)
+
+
+def test_objects_touch_and_background_exists():
+    _, labels = synthetic.sample((256, 256), seed=0)
+    assert labels.max() >= 10
+    assert 0.2 < (labels > 0).mean() < 0.9
+    left, right = labels[:, :-1], labels[:, 1:]
+    touching = (left != right) & (left > 0) & (right > 0)
+    assert touching.sum() > 50  # shared borders between different cells
+
+
+def test_membranes_are_brighter_than_interiors():
+    image, labels = synthetic.sample((256, 256), seed=1)
+    from scipy import ndimage
+
+    border = ndimage.maximum_filter(labels, 3) != ndimage.minimum_filter(labels, 3)
+    interior = (labels > 0) & ~ndimage.binary_dilation(border, iterations=3)
+    assert image[border].mean() > image[interior].mean() + 20
+    assert image[labels == 0].mean() < image[interior].mean()
+
+
+def test_write_dataset(tmp_path):
+    from keras_unet import data
+
+    synthetic.write_dataset(tmp_path, n=2, shape=(64, 64))
+    pairs = data.find_pairs(tmp_path)
+    assert len(pairs) == 2
+    assert data.read_image(pairs[0][1]).dtype == np.uint16

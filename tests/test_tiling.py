@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+
+from keras_unet import tiling
+from keras_unet.model import unet
+
+
+@pytest.mark.parametrize("shape,tile,n_tiles", [((203, 317), 204, 13 * 20), ((203, 317), 236, 5 * 7), ((61, 45), 252, 1)])
+def test_tiled_equals_whole_image(tiny_model, rng, shape, tile, n_tiles):
+    image = rng.uniform(0, 255, shape).astype(np.float32)
+    whole = tiling.predict_whole(tiny_model, image)
+    tiled = tiling.predict_tiled(tiny_model, image, tile=tile, batch_size=3)
+    assert tiled.shape == shape + (2,)
+    assert tiling.count_tiles(shape, tile) == n_tiles
+    np.testing.assert_allclose(tiled, whole, atol=2e-5)
+
+
+def test_too_small_tile_is_a_clear_error():
+    with pytest.raises(tiling.sizes.InvalidSizeError, match="use a tile of at least 204 px"):
+        tiling.tile_plan(188)
+
+
+def test_tile_steps_keep_pooling_aligned():
+    plan = tiling.tile_plan(572)
+    assert (plan.output_size, plan.margin, plan.step) == (388, 92, 384)
+    assert plan.step % 16 == 0
+
+
+def test_multichannel_image(rng):
+    model = unet(depth=3, base_filters=4, in_channels=3, n_classes=3, dropout=0.0)
+    image = rng.uniform(0, 255, (70, 90, 3)).astype(np.float32)
+    tiled = tiling.predict_tiled(model, image, tile=68)
+    np.testing.assert_allclose(tiled, tiling.predict_whole(model, image), atol=2e-5)
+    assert tiled.shape == (70, 90, 3)
+
+
+def test_same_padding_is_close_to_whole_image(rng):
+    model = unet(depth=3, base_filters=4, padding="same", dropout=0.0)
+    image = rng.uniform(0, 255, (100, 130)).astype(np.float32)
+    tiled = tiling.predict_tiled(model, image, tile=64)
+    assert tiling.tile_plan(64, depth=3, padding='same').margin == 16  # a quarter of the tile
+    assert tiled.shape == (100, 130, 2)
+    assert np.mean(np.abs(tiled - tiling.predict_whole(model, image))) < 0.05
+
+
+def test_tta_averages_dihedral_views(tiny_model, rng):
+    image = rng.uniform(0, 255, (50, 70)).astype(np.float32)
+    single = tiling.predict_tta(tiny_model, image, n_transforms=1, tile=204)
+    np.testing.assert_allclose(single, tiling.predict_tiled(tiny_model, image, tile=204), atol=1e-6)
+    full = tiling.predict_tta(tiny_model, image, n_transforms=8, tile=204)
+    np.testing.assert_allclose(full.sum(-1), 1.0, atol=1e-5)
+    assert not np.allclose(full, single)
+
+
+def test_default_tile_respects_memory_and_image():
+    assert tiling.default_tile((100, 100), base_filters=64) == 284  # output 100 covers the image
+    small_budget = tiling.default_tile((4096, 4096), base_filters=64, memory_mb=256)
+    assert tiling.estimate_tile_bytes(small_budget, 64) <= 256 * 2**20
+    assert small_budget < tiling.default_tile((4096, 4096), base_filters=64, memory_mb=4096)
