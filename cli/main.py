@@ -26,6 +26,12 @@ DEMO = dict(base_filters=16, tile=316, batch_size=2, epochs=30, steps_per_epoch=
             learning_rate=1e-3, max_minutes=2.5, synthetic_images=10)
 
 
+class InputError(click.ClickException):
+    """Bad input (file, size, setting): one line on stderr, exit code 2."""
+
+    exit_code = 2
+
+
 def user_errors(fn):
     """Turn the library's input errors into click's one-line errors."""
 
@@ -37,7 +43,7 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except (DataError, InvalidSizeError, FileNotFoundError, ValueError) as err:
-            raise click.ClickException(str(err).splitlines()[0] if str(err) else type(err).__name__) from None
+            raise InputError(str(err).splitlines()[0] if str(err) else type(err).__name__) from None
 
     return wrapper
 
@@ -110,7 +116,7 @@ def fit(data_dir, out_dir, resume_dir, no_augment, paper, **options):
         config = train.TrainConfig(**{**base, **chosen, "data": data_dir, "augment": not no_augment})
         run_dir = Path(out_dir) if out_dir else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
         if run_dir.exists() and any(run_dir.iterdir()):
-            raise click.ClickException(f"{run_dir}: run folder exists and is not empty; use --resume or another --out")
+            raise InputError(f"{run_dir}: run folder exists and is not empty; use --resume or another --out")
         what = data_dir or "the embedded synthetic cells"
         click.echo(f"Training on {what}: base {config.base_filters} filters, tile {config.tile} px, "
                    f"{config.epochs} epochs x {config.steps_per_epoch} steps -> {run_dir}")

@@ -18,7 +18,7 @@ from keras_unet.data import DataError
 from keras_unet.inference import load_model, resolve_model_path
 
 # Largest tolerated max |export - keras| on probabilities, per format.
-TOLERANCE = {"savedmodel": 1e-5, "none": 1e-4, "float16": 2e-2, "dynamic": 0.25}
+TOLERANCE = {"savedmodel": 1e-5, "none": 1e-4, "float16": 1e-2, "dynamic": 0.1}
 
 
 def resolve_model(path) -> Path:

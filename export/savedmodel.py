@@ -32,7 +32,11 @@ class UNetServing(tf.Module):
     def __init__(self, model, tile: int):
         super().__init__(name="unet_serving")
         config = unet_config(model)
-        self.model = model
+        # Track the underlying tf.Variables once, and reach the model through a closure only:
+        # tracking the Keras model too would save every weight twice (keras#23553), and its
+        # variable wrappers are not what the TF1 `serve` loader (TF Serving) restores.
+        self.weights = [variable.value for variable in model.weights]
+        self._call = lambda image: model(image, training=False)
         self.plan = tile_plan(tile, config["depth"], config["padding"])
         self.keep_from = 0 if config["padding"] == "valid" else self.plan.margin
         self.channels = config["in_channels"]
@@ -43,7 +47,7 @@ class UNetServing(tf.Module):
         self.segment = tf.function(self._segment, input_signature=[spec_image])
 
     def _serve(self, image):
-        probabilities = tf.cast(self.model(image, training=False), tf.float32)
+        probabilities = tf.cast(self._call(image), tf.float32)
         return {"probabilities": probabilities, "labels": tf.argmax(probabilities, axis=-1, output_type=tf.int32)}
 
     def _segment(self, image):
@@ -60,7 +64,7 @@ class UNetServing(tf.Module):
         tiles = tf.reshape(tf.transpose(tiles, [0, 2, 1, 3, 4]), [-1, plan.input_size, plan.input_size, self.channels])
 
         def one_tile(tile):
-            out = self.model(tile[None], training=False)[0]
+            out = self._call(tile[None])[0]
             return tf.cast(out[keep : keep + plan.step, keep : keep + plan.step], tf.float32)
 
         outputs = tf.map_fn(one_tile, tiles, fn_output_signature=tf.TensorSpec([plan.step, plan.step, self.n_classes], tf.float32))

@@ -15,6 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import keras
 import tensorflow as tf
 
 from keras_unet.data import atomic_path
@@ -23,28 +24,21 @@ from keras_unet.model import unet_config
 QUANTIZE = ("none", "float16", "dynamic")
 
 
-class _Probabilities(tf.Module):
-    """``serving_default`` with input ``(1, tile, tile, C)`` if ``tile`` is given, else any size."""
-
-    def __init__(self, model, tile: int | None):
-        super().__init__()
-        self.model = model
-        shape = [1, tile, tile] if tile else [None, None, None]
-        spec = tf.TensorSpec(shape + [unet_config(model)["in_channels"]], tf.float32, name="image")
-        self.serve = tf.function(self._serve, input_signature=[spec])
-
-    def _serve(self, image):
-        return {"probabilities": tf.cast(self.model(image, training=False), tf.float32)}
-
-
 def convert(model, quantize: str = "none", tile: int | None = None) -> bytes:
     """The ``.tflite`` bytes of ``model`` (input fixed to ``tile`` px if given, else resizable)."""
     if quantize not in QUANTIZE:
         raise ValueError(f"quantize must be one of {QUANTIZE}, got {quantize!r}")
-    module = _Probabilities(model, tile)
+    shape = [1, tile, tile] if tile else [None, None, None]
+    spec = tf.TensorSpec(shape + [unet_config(model)["in_channels"]], tf.float32, name="image")
     workdir = Path(tempfile.mkdtemp(prefix="keras-unet-tflite-"))
     try:
-        tf.saved_model.save(module, str(workdir / "sm"), signatures={"serving_default": module.serve.get_concrete_function()})
+        # Keras's ExportArchive lists the variables so that the converter freezes them into the
+        # file; a plain tf.Module of the model converts to a weightless model that outputs NaN.
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint("serving_default",
+                             lambda image: {"probabilities": tf.cast(model(image, training=False), tf.float32)}, [spec])
+        archive.write_out(str(workdir / "sm"), verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(str(workdir / "sm"), signature_keys=["serving_default"])
         if quantize != "none":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]

@@ -92,18 +92,29 @@ def atomic_path(path) -> tuple[Path, Path]:
     return Path(tmp), path
 
 
-def write_image(path, array: np.ndarray) -> Path:
-    """Write PNG or TIFF (a 3-D float/int stack as a multipage TIFF) atomically."""
+def write_image(path, array: np.ndarray, pages: bool = False) -> Path:
+    """Write PNG or TIFF atomically.
+
+    ``array`` is ``(H, W)`` or ``(H, W, C)``; with ``pages=True`` (TIFF only) it is a stack whose
+    first axis is written page by page, as :func:`read_pages` reads it back.
+    """
     tmp, path = atomic_path(path)
+    array = np.asarray(array)
     try:
         if _is_tiff(path):
             import tifffile
 
-            tifffile.imwrite(tmp, np.asarray(array))
+            with tifffile.TiffWriter(tmp) as tif:
+                for page in (array if pages else [array]):
+                    rgb = page.ndim == 3 and page.shape[-1] in (3, 4) and page.dtype == np.uint8
+                    tif.write(page, photometric="rgb" if rgb else "minisblack",
+                              planarconfig="contig" if page.ndim == 3 else None)
         else:
             import imageio.v3 as iio
 
-            iio.imwrite(tmp, np.asarray(array), extension=path.suffix)
+            if pages:
+                raise ValueError(f"{path}: only TIFF files hold several pages")
+            iio.imwrite(tmp, array, extension=path.suffix)
         os.replace(tmp, path)
     finally:
         if tmp.exists():

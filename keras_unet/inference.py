@@ -60,14 +60,14 @@ def write_prediction(path: Path, pages: list[np.ndarray], kind: str, scale_label
     TIFFs ``(pages, H, W, classes)``. Multipage inputs give multipage TIFFs."""
     if kind == "probabilities":
         stack = np.stack(pages).astype(np.float32)
-        return data.write_image(path, stack if len(pages) > 1 else stack[0])
+        return data.write_image(path, stack if len(pages) > 1 else stack[0], pages=len(pages) > 1)
     labels = [labels_from_probabilities(p) for p in pages] if pages[0].ndim == 3 else pages
     n_classes = pages[0].shape[-1] if pages[0].ndim == 3 else int(max(lab.max() for lab in labels)) + 1
     if scale_labels and kind == "png" and n_classes == 2:
         labels = [lab * np.uint8(255) for lab in labels]
     if len(labels) > 1 and kind == "png":
         path = path.with_suffix(".tif")
-    return data.write_image(path, np.stack(labels) if len(labels) > 1 else labels[0])
+    return data.write_image(path, np.stack(labels) if len(labels) > 1 else labels[0], pages=len(labels) > 1)
 
 
 def evaluate_pairs(model, pairs, tile=None, batch_size: int = 4, tta: int = 1, progress=None) -> list[dict]:

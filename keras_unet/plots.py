@@ -38,7 +38,14 @@ def read_log(csv_path) -> dict[str, list[float]]:
     """Columns of a Keras CSV training log as float lists."""
     with open(csv_path, newline="") as fh:
         rows = list(csv.DictReader(fh))
-    return {key: [float(r[key]) for r in rows if r.get(key) not in (None, "")] for key in (rows[0] if rows else {})}
+    def number(text):
+        try:
+            return float(text)
+        except (TypeError, ValueError):  # Keras writes "NA" for a metric missing in an epoch
+            return None
+
+    columns = {key: [number(r.get(key)) for r in rows] for key in (rows[0] if rows else {})}
+    return {key: [v for v in values if v is not None] for key, values in columns.items() if any(v is not None for v in values)}
 
 
 def training_curves(csv_path, png_path) -> Path:

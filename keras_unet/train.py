@@ -186,10 +186,52 @@ def is_chief() -> bool:
                                                     and "chief" not in tf_config.get("cluster", {}))
 
 
+def _patch_multiworker_fit(model: keras.Model) -> None:
+    """Work around two Keras 3 bugs that break ``fit`` under MultiWorkerMirroredStrategy with
+    more than one worker (tensorflow/tensorflow#72388; its only advice is to go back to Keras 2):
+
+    1. ``Trainer._maybe_symbolic_build`` hands the whole ``(x, y)`` batch of per-replica values to
+       ``strategy.reduce``, which the collective all-reduce rejects ("Attempt to convert a value
+       (PerReplica...) to a Tensor"). The build needs only shapes: build from local values.
+    2. ``reduce_per_replica`` reduces the scalar losses and metrics of the logs with ``axis=0``
+       ("Invalid reduction dimension 0 for input with 0 dimensions"): reduce scalars with
+       ``axis=None``.
+    Both patches touch only this model and the logs; the gradients are all-reduced by the strategy
+    as usual, which the two-worker test checks against a one-process run.
+    """
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    strategy = model.distribute_strategy
+    if not getattr(tf_trainer.reduce_per_replica, "_keras_unet_patched", False):
+        original = tf_trainer.reduce_per_replica
+
+        def reduce_per_replica(values, strategy, reduction):
+            if reduction in ("auto", "mean") and tf_trainer._collective_all_reduce_multi_worker(strategy):
+                return tf.nest.map_structure(
+                    lambda v: strategy.reduce("MEAN", v, axis=None if v.shape.rank == 0 else 0), values)
+            return original(values, strategy, reduction)
+
+        reduce_per_replica._keras_unet_patched = True
+        tf_trainer.reduce_per_replica = reduce_per_replica
+
+    def local(value):
+        return strategy.experimental_local_results(value)[0] if isinstance(value, tf.distribute.DistributedValues) else value
+
+    def maybe_symbolic_build(iterator=None, data_batch=None):
+        if iterator is not None:
+            for _, _, batches in iterator:
+                data_batch = tf.nest.map_structure(local, next(batches))
+                break
+        with strategy.scope():
+            model._symbolic_build(data_batch=data_batch)
+
+    model._maybe_symbolic_build = maybe_symbolic_build
+
+
 def fit(config: TrainConfig, run_dir, resume: bool = False, verbose: int = 1) -> dict:
     """Train into ``run_dir`` (created); with ``resume``, continue its ``last.keras``.
 
-    Returns the final state: ``{"epoch", "best", "best_epoch", "history"}``.
+    Returns the final state: ``{"epoch", "best", "best_epoch", "history", "model"}``.
     """
     run_dir = Path(run_dir)
     state = {"epoch": 0, "best": float("inf")}
@@ -208,7 +250,8 @@ def fit(config: TrainConfig, run_dir, resume: bool = False, verbose: int = 1) ->
     train_data, val_data = load_data(config)
     data.check_tile_fits(train_data, config.tile, config.depth, config.padding)
     input_range = train_data.input_range()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if chief:
+        run_dir.mkdir(parents=True, exist_ok=True)
     if chief and not resume:
         write_json(run_dir / "config.json", {"config": asdict(config), "input_range": input_range,
                                              "versions": versions(), "data_notes": train_data.notes,
@@ -220,20 +263,23 @@ def fit(config: TrainConfig, run_dir, resume: bool = False, verbose: int = 1) ->
             model = keras.models.load_model(run_dir / "last.keras")
         else:
             model = build_model(config, train_data.channels, input_range)
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and strategy.num_replicas_in_sync > 1:
+        _patch_multiworker_fit(model)
     global_batch = config.batch_size * strategy.num_replicas_in_sync
     params = augment.AugmentParams() if config.augment else augment.AugmentParams.none()
     train_ds = pipeline.training_dataset(train_data, config.tile, global_batch, config.depth, config.padding,
                                          params, input_range, seed=config.seed * 100_003 + state["epoch"])
     val_ds = pipeline.validation_dataset(val_data, config.tile, global_batch, config.depth, config.padding) if len(val_data) else None
 
-    callbacks = [RunCheckpoint(run_dir, state, chief), keras.callbacks.TerminateOnNaN(),
-                 keras.callbacks.CSVLogger(str(run_dir / "log.csv"), append=resume)]
+    callbacks = [RunCheckpoint(run_dir, state, chief), keras.callbacks.TerminateOnNaN()]
+    if chief:  # only the chief writes files; the other workers train in lockstep
+        callbacks.append(keras.callbacks.CSVLogger(str(run_dir / "log.csv"), append=resume))
     if config.early_stopping:
         callbacks.append(keras.callbacks.EarlyStopping(patience=config.early_stopping,
                                                        monitor="val_loss" if val_ds else "loss"))
     if config.max_minutes:
         callbacks.append(TimeLimit(config.max_minutes))
-    if config.tensorboard:
+    if config.tensorboard and chief:
         callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard")))
 
     history = {}
@@ -243,7 +289,7 @@ def fit(config: TrainConfig, run_dir, resume: bool = False, verbose: int = 1) ->
                             callbacks=callbacks, verbose=verbose, shuffle=False).history
     if chief:
         write_report(run_dir, val_data if len(val_data) else train_data)
-    return {**state, "history": history}
+    return {**state, "history": history, "model": model}
 
 
 def write_report(run_dir: Path, dataset: data.Dataset, n_samples: int = 2) -> None:
@@ -251,6 +297,8 @@ def write_report(run_dir: Path, dataset: data.Dataset, n_samples: int = 2) -> No
     if (run_dir / "log.csv").is_file() and (run_dir / "log.csv").stat().st_size:
         plots.training_curves(run_dir / "log.csv", run_dir / "curves.png")
     model_path = run_dir / "model.keras" if (run_dir / "model.keras").is_file() else run_dir / "last.keras"
+    if not model_path.is_file():
+        return  # no epoch finished yet
     model = keras.models.load_model(model_path, compile=False)
     picks = list(range(min(n_samples, len(dataset))))
     probabilities = [tiling.predict_tiled(model, dataset.images[i]) for i in picks]

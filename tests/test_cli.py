@@ -1,0 +1,111 @@
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from keras_unet import data
+from keras_unet.cli.main import main
+from keras_unet.model import unet
+
+
+def run(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    return result
+
+
+def threshold_model(path):
+    """A depth-1 'U-Net' whose weights make it predict class 1 exactly where the pixel > 127.5."""
+    model = unet(depth=1, base_filters=1, dropout=0.0)
+    for name in ("bottom_conv1", "bottom_conv2"):
+        kernel = np.zeros((3, 3, 1, 1), np.float32)
+        kernel[1, 1] = 1.0
+        model.get_layer(name).set_weights([kernel, np.zeros(1, np.float32)])
+    model.get_layer("logits").set_weights([np.array([[[[-200.0, 200.0]]]], np.float32), np.array([100.0, -100.0], np.float32)])
+    model.save(path)
+    return path
+
+
+def test_help_and_version():
+    assert "fit" in run("--help").output and "export" in run("--help").output
+    assert "0.1.0" in run("--version").output
+
+
+def test_fit_tiny_writes_run_folder(tmp_path):
+    out = tmp_path / "run"
+    result = run("fit", "--depth", 3, "--base-filters", 4, "--tile", 68, "--epochs", 1, "--steps", 2, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "embedded synthetic cells" in result.output
+    for name in ("model.keras", "config.json", "log.csv", "curves.png", "samples.png"):
+        assert (out / name).is_file()
+    again = run("fit", "--depth", 3, "--out", out)
+    assert again.exit_code != 0 and "exists and is not empty" in again.output
+
+
+def test_fit_invalid_tile_is_one_line_error(tmp_path):
+    result = run("fit", "--tile", 500, "--out", tmp_path / "r")
+    assert result.exit_code == 2
+    assert "Error: input size 500 px is not valid" in result.output and "use 492 or 508" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_predict_stack_and_evaluate_perfect(tmp_path):
+    model = threshold_model(tmp_path / "threshold.keras")
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (37, 53)).astype(np.uint8)
+    data.write_image(tmp_path / "one_page.tif", image[None], pages=True)  # a 1-page stack
+    result = run("predict", model, tmp_path / "one_page.tif", "--out", tmp_path / "pred")
+    assert result.exit_code == 0, result.output
+    predicted = data.read_image(tmp_path / "pred" / "one_page.png")
+    np.testing.assert_array_equal(predicted, np.where(image > 127, 255, 0))
+
+    stack = rng.integers(0, 256, (3, 40, 30)).astype(np.uint8)
+    data.write_image(tmp_path / "stack.tif", stack, pages=True)
+    result = run("predict", model, tmp_path / "stack.tif", "--out", tmp_path / "pred", "--format", "probabilities")
+    assert result.exit_code == 0, result.output
+    probabilities = np.stack(data.read_pages(tmp_path / "pred" / "stack_probabilities.tif"))
+    assert probabilities.shape == (3, 40, 30, 2) and probabilities.dtype == np.float32
+
+    data.write_image(tmp_path / "ds" / "images" / "a.png", image)
+    data.write_image(tmp_path / "ds" / "masks" / "a.png", np.where(image > 127, 255, 0).astype(np.uint8))
+    result = run("evaluate", model, tmp_path / "ds", "--out", tmp_path / "metrics")
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "metrics" / "metrics.json").read_text())["rows"]
+    mean = rows[-1]
+    assert mean["image"] == "mean"
+    assert mean["pixel_error"] == 0 and mean["rand_error"] == 0 and mean["warping_error"] == 0 and mean["iou"] == 1
+    assert (tmp_path / "metrics" / "metrics.csv").read_text().startswith("image,pixel_error")
+
+
+def test_predict_multichannel(tmp_path):
+    model = unet(depth=2, base_filters=2, in_channels=3, dropout=0.0)
+    model.save(tmp_path / "rgb.keras")
+    image = np.random.default_rng(1).integers(0, 256, (45, 61, 3)).astype(np.uint8)
+    data.write_image(tmp_path / "rgb.png", image)
+    result = run("predict", tmp_path / "rgb.keras", tmp_path / "rgb.png", "--out", tmp_path / "pred", "--format", "tif")
+    assert result.exit_code == 0, result.output
+    assert data.read_image(tmp_path / "pred" / "rgb.tif").shape == (45, 61)
+
+
+def test_bad_inputs_give_one_line_errors(tmp_path):
+    (tmp_path / "broken.keras").write_bytes(b"not a model")
+    (tmp_path / "img.png").write_bytes(b"garbage")
+    result = run("predict", tmp_path / "broken.keras", tmp_path / "img.png")
+    assert result.exit_code == 2 and "broken.keras: cannot load model" in result.output
+    model = threshold_model(tmp_path / "ok.keras")
+    result = run("predict", model, tmp_path / "img.png", "--out", tmp_path / "pred")
+    assert result.exit_code == 2 and "img.png: cannot read image" in result.output
+    assert not (tmp_path / "pred").exists() or not any((tmp_path / "pred").iterdir())
+    (tmp_path / "empty").mkdir()
+    result = run("evaluate", model, tmp_path / "empty")
+    assert result.exit_code == 2 and "no image/mask pairs found" in result.output
+
+
+def test_inspect_data_writes_grid(tmp_path):
+    from keras_unet import synthetic
+
+    synthetic.write_dataset(tmp_path / "ds", n=2, shape=(96, 96))
+    result = run("inspect-data", tmp_path / "ds", "--out", tmp_path / "grid.png", "--samples", 2, "--tile", 188)
+    assert result.exit_code == 0, result.output
+    assert "samples: 2" in result.output and "masks: instance" in result.output
+    assert (tmp_path / "grid.png").stat().st_size > 10_000

@@ -1,0 +1,65 @@
+import json
+
+import numpy as np
+import pytest
+
+from keras_unet import train
+
+TINY = dict(depth=3, base_filters=4, tile=68, batch_size=2, epochs=2, steps_per_epoch=3,
+            synthetic_images=3, synthetic_size=64, optimizer="adam", learning_rate=1e-3)
+
+
+def test_fit_writes_the_run_folder(tmp_path):
+    state = train.fit(train.TrainConfig(**TINY), tmp_path / "run", verbose=0)
+    run = tmp_path / "run"
+    for name in ("model.keras", "last.keras", "config.json", "state.json", "log.csv", "curves.png", "samples.png"):
+        assert (run / name).is_file() and (run / name).stat().st_size > 0, name
+    config = json.loads((run / "config.json").read_text())
+    assert config["config"]["tile"] == 68 and config["versions"]["tensorflow"]
+    assert state["epoch"] == 2
+    log = (run / "log.csv").read_text().splitlines()
+    assert log[0].startswith("epoch") and len(log) == 3
+    assert not list(run.glob("*.tmp*"))  # no temporary files left behind
+
+
+def test_resume_continues_epochs_and_optimizer(tmp_path):
+    run = tmp_path / "run"
+    train.fit(train.TrainConfig(**{**TINY, "epochs": 4, "max_minutes": 0}), run, verbose=0)
+    full_log = (run / "log.csv").read_text().splitlines()
+    # A run interrupted after 2 epochs, resumed to 4:
+    interrupted = tmp_path / "interrupted"
+    train.fit(train.TrainConfig(**{**TINY, "epochs": 2}), interrupted, verbose=0)
+    config = json.loads((interrupted / "config.json").read_text())
+    config["config"]["epochs"] = 4
+    (interrupted / "config.json").write_text(json.dumps(config))
+    import keras
+
+    iterations_before = int(keras.models.load_model(interrupted / "last.keras").optimizer.iterations)
+    state = train.fit(train.TrainConfig(), interrupted, resume=True, verbose=0)
+    assert iterations_before == 2 * TINY["steps_per_epoch"]
+    assert state["epoch"] == 4
+    log = (interrupted / "log.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in log[1:]] == ["0", "1", "2", "3"]
+    assert len(log) == len(full_log)
+    resumed = keras.models.load_model(interrupted / "last.keras")
+    assert int(resumed.optimizer.iterations) == 4 * TINY["steps_per_epoch"]
+
+
+def test_resume_of_a_folder_without_checkpoint_is_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a run folder to resume"):
+        train.fit(train.TrainConfig(), tmp_path, resume=True)
+
+
+def test_time_limit_stops_early(tmp_path):
+    state = train.fit(train.TrainConfig(**{**TINY, "epochs": 50, "max_minutes": 1e-4}), tmp_path / "run", verbose=0)
+    assert state["epoch"] < 50
+
+
+@pytest.mark.slow
+def test_training_learns_the_synthetic_cells(tmp_path):
+    config = train.TrainConfig(depth=4, base_filters=8, tile=172, batch_size=4, epochs=8, steps_per_epoch=25,
+                               optimizer="adam", learning_rate=2e-3, synthetic_images=6, synthetic_size=192)
+    train.fit(config, tmp_path / "run", verbose=0)
+    log = np.genfromtxt(tmp_path / "run" / "log.csv", delimiter=",", names=True)
+    assert log["val_pixel_error"][-1] < 0.2
+    assert log["loss"][-1] < log["loss"][0]
