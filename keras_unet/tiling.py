@@ -11,6 +11,7 @@ then close to, not equal to, the whole-image prediction.
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,8 +90,24 @@ def _as_hwc(image: np.ndarray) -> np.ndarray:
     return image[..., None] if image.ndim == 2 else image
 
 
+_XLA_FORWARD = weakref.WeakKeyDictionary()
+
+
+def forward_function(model, jit_compile: bool = False):
+    """``tiles (B, S, S, C) -> probabilities`` as numpy; with ``jit_compile`` through XLA (compiled
+    once per model and tile shape)."""
+    if not jit_compile:
+        return lambda tiles: np.asarray(model.predict_on_batch(tiles))
+    if model not in _XLA_FORWARD:
+        import tensorflow as tf
+
+        _XLA_FORWARD[model] = tf.function(lambda tiles: model(tiles, training=False), jit_compile=True)
+    compiled = _XLA_FORWARD[model]
+    return lambda tiles: compiled(tiles).numpy()
+
+
 def predict_tiled(model, image: np.ndarray, tile: int | None = None, batch_size: int = 4,
-                  progress=None, memory_mb: int = 2048) -> np.ndarray:
+                  progress=None, memory_mb: int = 2048, jit_compile: bool = False) -> np.ndarray:
     """Class probabilities ``(H, W, n_classes)`` float32 of ``image`` ``(H, W)`` or ``(H, W, C)``.
 
     ``progress``, if given, is called with the number of tiles done after each batch.
@@ -106,10 +123,11 @@ def predict_tiled(model, image: np.ndarray, tile: int | None = None, batch_size:
     keep = slice(0, plan.output_size) if padding == "valid" else slice(plan.margin, plan.margin + plan.output_size)
     result = np.zeros((rows[-1] + plan.output_size, cols[-1] + plan.output_size, config["n_classes"]), np.float32)
     origins = [(r, c) for r in rows for c in cols]
+    forward = forward_function(model, jit_compile)
     for start in range(0, len(origins), batch_size):
         batch = origins[start : start + batch_size]
         tiles = np.stack([padded[r : r + plan.input_size, c : c + plan.input_size] for r, c in batch])
-        outputs = np.asarray(model.predict_on_batch(tiles))
+        outputs = forward(tiles)
         for (r, c), out in zip(batch, outputs):
             result[r : r + plan.output_size, c : c + plan.output_size] = out[keep, keep]
         if progress is not None:

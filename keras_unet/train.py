@@ -228,8 +228,11 @@ def _patch_multiworker_fit(model: keras.Model) -> None:
     model._maybe_symbolic_build = maybe_symbolic_build
 
 
-def fit(config: TrainConfig, run_dir, resume: bool = False, verbose: int = 1) -> dict:
+def fit(config: TrainConfig, run_dir, resume: bool = False, verbose: int = 1, datasets=None) -> dict:
     """Train into ``run_dir`` (created); with ``resume``, continue its ``last.keras``.
+
+    ``datasets``: an optional ``(train, validation)`` pair of :class:`keras_unet.data.Dataset`
+    used instead of the configured folders.
 
     Returns the final state: ``{"epoch", "best", "best_epoch", "history", "model"}``.
     """
@@ -247,7 +250,7 @@ def fit(config: TrainConfig, run_dir, resume: bool = False, verbose: int = 1) ->
     keras.utils.set_random_seed(config.seed + state["epoch"])
     chief = is_chief()
 
-    train_data, val_data = load_data(config)
+    train_data, val_data = datasets if datasets is not None else load_data(config)
     data.check_tile_fits(train_data, config.tile, config.depth, config.padding)
     input_range = train_data.input_range()
     if chief:

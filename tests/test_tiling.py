@@ -57,3 +57,10 @@ def test_default_tile_respects_memory_and_image():
     small_budget = tiling.default_tile((4096, 4096), base_filters=64, memory_mb=256)
     assert tiling.estimate_tile_bytes(small_budget, 64) <= 256 * 2**20
     assert small_budget < tiling.default_tile((4096, 4096), base_filters=64, memory_mb=4096)
+
+
+def test_xla_forward_matches(tiny_model, rng):
+    image = rng.uniform(0, 255, (40, 50)).astype(np.float32)
+    plain = tiling.predict_tiled(tiny_model, image, tile=220)
+    compiled = tiling.predict_tiled(tiny_model, image, tile=220, jit_compile=True)
+    np.testing.assert_allclose(compiled, plain, atol=1e-4)

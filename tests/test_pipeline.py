@@ -1,0 +1,47 @@
+import numpy as np
+
+from keras_unet import augment, data, pipeline
+
+
+def small_dataset():
+    return data.synthetic_dataset(3, (80, 96), seed=4)
+
+
+def test_training_batches_have_network_shapes():
+    ds = pipeline.training_dataset(small_dataset(), 252, batch_size=2)
+    images, y_true = next(iter(ds))
+    assert images.shape == (2, 252, 252, 1) and y_true.shape == (2, 68, 68, 2)
+    assert set(np.unique(y_true[..., 0])) <= {0.0, 1.0}
+    assert float(y_true[..., 1].numpy().min()) > 0
+
+
+def test_same_seed_same_stream_other_seed_differs():
+    dataset = small_dataset()
+    first = [b[0].numpy() for b in pipeline.training_dataset(dataset, 204, seed=7).take(3)]
+    again = [b[0].numpy() for b in pipeline.training_dataset(dataset, 204, seed=7).take(3)]
+    other = [b[0].numpy() for b in pipeline.training_dataset(dataset, 204, seed=8).take(3)]
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(first[0], other[0])
+
+
+def test_unaugmented_border_tile_is_numpy_reflect_padding():
+    dataset = small_dataset()
+    (image,) = [dataset.images[0].astype(np.float32)]
+    for batch in pipeline.training_dataset(dataset.subset([0]), 204, params=augment.AugmentParams.none()).take(4):
+        tile = batch[0].numpy()[0]
+        # the output tile (20 px) lies inside the image; the 92 px margins come from mirroring
+        padded = np.pad(image, ((92, 92), (92, 92), (0, 0)), mode="reflect")
+        matches = [(r, c) for r in range(0, 80 - 20 + 1) for c in range(0, 96 - 20 + 1)
+                   if np.array_equal(padded[r : r + 204, c : c + 204], tile)]
+        assert len(matches) == 1
+
+
+def test_validation_tiles_cover_each_image():
+    dataset = small_dataset()
+    images, y_true = pipeline.validation_tiles(dataset, 236)  # output 52: 2 x 2 tiles per 80x96 image
+    assert images.shape == (12, 236, 236, 1) and y_true.shape == (12, 52, 52, 2)
+    np.testing.assert_array_equal(y_true[0, ..., 0], dataset.targets[0][:52, :52])
+    np.testing.assert_array_equal(y_true[3, ..., 0], dataset.targets[0][28:80, 44:96])
+    padded = np.pad(dataset.images[0].astype(np.float32), ((92, 92), (92, 92), (0, 0)), mode="reflect")
+    np.testing.assert_array_equal(images[0], padded[:236, :236])
