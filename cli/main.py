@@ -94,7 +94,7 @@ def fit_options(fn):
               help="Dataset folder (images/ + masks/). Without it: synthetic cells and a small demo model.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Run folder [runs/<date-time>].")
 @click.option("--resume", "resume_dir", type=click.Path(exists=True, file_okay=False),
-              help="Continue the run in this folder from its last completed epoch.")
+              help="Continue the run in this folder from its last completed epoch (settings from its config.json).")
 @fit_options
 @click.option("--mixed-precision", is_flag=True, default=None, help="float16 (GPU) / bfloat16 (CPU) compute.")
 @click.option("--no-augment", is_flag=True, default=False, help="Train without augmentation.")
@@ -140,27 +140,33 @@ def _verbosity() -> int:
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="predictions", show_default=True)
 @click.option("--tile", type=int, default=None, help="Input tile size, px [largest within --memory-mb].")
-@click.option("--batch-size", type=int, default=4, show_default=True, help="Tiles per forward pass.")
+@click.option("--batch-size", type=int, default=1, show_default=True, help="Tiles per forward pass.")
+@click.option("--memory-mb", type=int, default=4096, show_default=True,
+              help="Memory budget (MB) that picks the default tile: the largest within it that the image needs.")
 @click.option("--tta", type=click.IntRange(1, 8), default=1, show_default=True,
               help="Average over this many rotations/flips (test-time augmentation).")
 @click.option("--format", "kind", type=click.Choice(["png", "tif", "probabilities"]), default="png", show_default=True,
               help="Label image (PNG, 0/255 for two classes; TIFF, class indices) or float32 probability TIFF.")
 @click.option("--threshold", type=float, default=None, help="Two classes: object where p >= threshold [argmax].")
 @user_errors
-def predict(model_path, inputs, out_dir, tile, batch_size, tta, kind, threshold):
+def predict(model_path, inputs, out_dir, tile, batch_size, memory_mb, tta, kind, threshold):
     """Segment images of any size with overlap-tile prediction (each page of a stack)."""
-    from keras_unet import data, inference
+    from keras_unet import data, inference, tiling
+    from keras_unet.model import unet_config
 
     model = inference.load_model(model_path)
+    config = unet_config(model)
     files = [f for path in inputs for f in data.find_images(path)]
-    for path in files:
+    for number, path in enumerate(files, start=1):
         pages = data.read_pages(path)
+        tiles = [tiling.resolve_tile(model, page.shape, tile, batch_size, memory_mb) for page in pages]
+        total = tta * sum(tiling.count_tiles(page.shape, t, config["depth"], config["padding"]) for page, t in zip(pages, tiles))
         outputs = []
-        with click.progressbar(length=len(pages), label=f"{path.name}", show_pos=True) as bar:
-            for page in pages:
-                probs = inference.predict_probabilities(model, page, tile, batch_size, tta)
+        label = f"[{number}/{len(files)}] {path.name} ({len(pages)} page{'s' * (len(pages) > 1)}, tiles)"
+        with click.progressbar(length=total, label=label, show_pos=True) as bar:
+            for page, page_tile in zip(pages, tiles):
+                probs = inference.predict_probabilities(model, page, page_tile, batch_size, tta, progress=bar.update)
                 outputs.append(probs if kind == "probabilities" else inference.labels_from_probabilities(probs, threshold))
-                bar.update(1)
         written = inference.write_prediction(inference.output_path(Path(out_dir), path, kind), outputs, kind)
         click.echo(f"  -> {written}")
 
@@ -173,7 +179,7 @@ def predict(model_path, inputs, out_dir, tile, batch_size, tta, kind, threshold)
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, help="Write metrics.csv and metrics.json here.")
 @click.option("--tile", type=int, default=None)
-@click.option("--batch-size", type=int, default=4, show_default=True)
+@click.option("--batch-size", type=int, default=1, show_default=True)
 @click.option("--tta", type=click.IntRange(1, 8), default=1, show_default=True)
 @user_errors
 def evaluate(model_path, data_dir, out_dir, tile, batch_size, tta):

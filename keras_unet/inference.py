@@ -35,11 +35,13 @@ def load_model(path):
         raise data.DataError(f"{path}: cannot load model ({type(err).__name__}: {err})".splitlines()[0]) from None
 
 
-def predict_probabilities(model, image: np.ndarray, tile=None, batch_size: int = 4, tta: int = 1, progress=None):
+def predict_probabilities(model, image: np.ndarray, tile=None, batch_size: int = 1, tta: int = 1, progress=None,
+                          memory_mb: int = 4096):
     """``(H, W, n_classes)`` probabilities with overlap-tile prediction and optional TTA (1-8)."""
+    options = dict(tile=tile, batch_size=batch_size, progress=progress, memory_mb=memory_mb)
     if tta > 1:
-        return tiling.predict_tta(model, image, tta, tile=tile, batch_size=batch_size, progress=progress)
-    return tiling.predict_tiled(model, image, tile=tile, batch_size=batch_size, progress=progress)
+        return tiling.predict_tta(model, image, tta, **options)
+    return tiling.predict_tiled(model, image, **options)
 
 
 def labels_from_probabilities(probabilities: np.ndarray, threshold: float | None = None) -> np.ndarray:
@@ -70,7 +72,7 @@ def write_prediction(path: Path, pages: list[np.ndarray], kind: str, scale_label
     return data.write_image(path, np.stack(labels) if len(labels) > 1 else labels[0], pages=len(labels) > 1)
 
 
-def evaluate_pairs(model, pairs, tile=None, batch_size: int = 4, tta: int = 1, progress=None) -> list[dict]:
+def evaluate_pairs(model, pairs, tile=None, batch_size: int = 1, tta: int = 1, progress=None) -> list[dict]:
     """Metrics per image page of ``(image, mask)`` pairs; masks are read as binary (object = 1)."""
     rows = []
     for image_path, mask_path in pairs:

@@ -48,13 +48,13 @@ def tile_plan(tile: int, depth: int = 5, padding: str = "valid") -> TilePlan:
 
 
 def estimate_tile_bytes(tile: int, base_filters: int, batch_size: int = 1) -> int:
-    """Rough peak activation memory (bytes) of one forward pass: about 8 float32 maps of the
-    first level's size alive at once, and the same again for the rest of the network."""
-    return int(16 * tile * tile * base_filters * 4 * batch_size)
+    """Rough peak memory (bytes) of one forward pass: about 32 float32 maps of the first level's
+    size (measured: 3.7 GB above the process baseline for a 700 px tile at base 64)."""
+    return int(32 * tile * tile * base_filters * 4 * batch_size)
 
 
 def default_tile(image_shape, depth: int = 5, padding: str = "valid", base_filters: int = 64,
-                 batch_size: int = 1, memory_mb: int = 2048) -> int:
+                 batch_size: int = 1, memory_mb: int = 4096) -> int:
     """The largest valid tile within ``memory_mb`` that is not larger than the image needs."""
     longest = max(image_shape[:2])
     smallest = sizes.input_size_for_output(sizes.size_step(depth), depth, padding)
@@ -106,18 +106,19 @@ def forward_function(model, jit_compile: bool = False):
     return lambda tiles: compiled(tiles).numpy()
 
 
-def predict_tiled(model, image: np.ndarray, tile: int | None = None, batch_size: int = 4,
-                  progress=None, memory_mb: int = 2048, jit_compile: bool = False) -> np.ndarray:
+def predict_tiled(model, image: np.ndarray, tile: int | None = None, batch_size: int = 1,
+                  progress=None, memory_mb: int = 4096, jit_compile: bool = False) -> np.ndarray:
     """Class probabilities ``(H, W, n_classes)`` float32 of ``image`` ``(H, W)`` or ``(H, W, C)``.
 
+    ``tile`` defaults to the largest valid tile within ``memory_mb`` that the image needs: on a
+    CPU one large tile beats several small ones (benchmarks/results/inference.md).
     ``progress``, if given, is called with the number of tiles done after each batch.
     """
     config = unet_config(model)
     depth, padding = config["depth"], config["padding"]
     image = _as_hwc(image)
     height, width = image.shape[:2]
-    tile = tile or default_tile(image.shape, depth, padding, config["base_filters"], batch_size, memory_mb)
-    plan = tile_plan(tile, depth, padding)
+    plan = tile_plan(resolve_tile(model, image.shape, tile, batch_size, memory_mb), depth, padding)
     rows, cols = _origins(height, plan), _origins(width, plan)
     padded = _padded(image, plan, rows[-1], cols[-1])
     keep = slice(0, plan.output_size) if padding == "valid" else slice(plan.margin, plan.margin + plan.output_size)
@@ -133,6 +134,14 @@ def predict_tiled(model, image: np.ndarray, tile: int | None = None, batch_size:
         if progress is not None:
             progress(len(batch))
     return result[:height, :width]
+
+
+def resolve_tile(model, image_shape, tile: int | None = None, batch_size: int = 1, memory_mb: int = 4096) -> int:
+    """``tile`` if given, else :func:`default_tile` for this model and image."""
+    if tile:
+        return tile
+    config = unet_config(model)
+    return default_tile(image_shape, config["depth"], config["padding"], config["base_filters"], batch_size, memory_mb)
 
 
 def count_tiles(image_shape, tile: int, depth: int = 5, padding: str = "valid") -> int:
