@@ -181,15 +181,18 @@ def predict(model_path, inputs, out_dir, tile, batch_size, memory_mb, tta, kind,
 @click.option("--tile", type=int, default=None)
 @click.option("--batch-size", type=int, default=1, show_default=True)
 @click.option("--tta", type=click.IntRange(1, 8), default=1, show_default=True)
+@click.option("--threshold", type=float, default=None, help="Two classes: object where p >= threshold [argmax].")
 @user_errors
-def evaluate(model_path, data_dir, out_dir, tile, batch_size, tta):
+def evaluate(model_path, data_dir, out_dir, tile, batch_size, tta, threshold):
     """Pixel, Rand and warping error, IoU, Dice and SEG per image and on average."""
     from keras_unet import data, inference
 
     model = inference.load_model(model_path)
     pairs = data.find_pairs(data_dir)
+    rows = []
     with click.progressbar(pairs, label="evaluating") as bar:
-        rows = [row for pair in bar for row in inference.evaluate_pairs(model, [pair], tile, batch_size, tta)]
+        for pair in bar:
+            rows += inference.evaluate_pairs(model, [pair], tile, batch_size, tta, threshold=threshold)
     rows.append(inference.mean_row(rows))
     keys = [k for k in rows[0] if k != "image"]
     width = max(len(r["image"]) for r in rows)

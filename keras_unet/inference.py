@@ -72,8 +72,12 @@ def write_prediction(path: Path, pages: list[np.ndarray], kind: str, scale_label
     return data.write_image(path, np.stack(labels) if len(labels) > 1 else labels[0], pages=len(labels) > 1)
 
 
-def evaluate_pairs(model, pairs, tile=None, batch_size: int = 1, tta: int = 1, progress=None) -> list[dict]:
-    """Metrics per image page of ``(image, mask)`` pairs; masks are read as binary (object = 1)."""
+def evaluate_pairs(model, pairs, tile=None, batch_size: int = 1, tta: int = 1, progress=None,
+                   threshold: float | None = None) -> list[dict]:
+    """Metrics per image page of ``(image, mask)`` pairs; masks are read as binary (object = 1).
+
+    ``threshold``: object where p(class 1) >= threshold (default: argmax).
+    """
     rows = []
     for image_path, mask_path in pairs:
         images, masks = data.read_pages(image_path), data.read_pages(mask_path)
@@ -86,7 +90,7 @@ def evaluate_pairs(model, pairs, tile=None, batch_size: int = 1, tta: int = 1, p
             kind = data.mask_kind(mask)
             truth = data.binary_from_mask(mask) if kind == "binary" else weights.binary_target(mask.astype(np.int32))
             probabilities = predict_probabilities(model, image, tile, batch_size, tta, progress)
-            prediction = labels_from_probabilities(probabilities)
+            prediction = labels_from_probabilities(probabilities, threshold)
             name = image_path.name + (f"[{page}]" if len(images) > 1 else "")
             rows.append({"image": name, **metrics.evaluate_binary(prediction, truth)})
     return rows
