@@ -33,7 +33,7 @@ def choose_threshold(model, val_pairs, choice: str, tta: int):
     pages = [(data.read_image(i), data.binary_from_mask(data.read_image(m))) for i, m in val_pairs]
     probabilities = [inference.predict_probabilities(model, image, tta=tta)[..., 1] for image, _ in pages]
     scores = {t: np.mean([metrics.rand_error((p >= t).astype(np.uint8), truth)
-                          for p, (_, truth) in zip(probabilities, pages)]) for t in np.arange(0.2, 0.81, 0.05)}
+                          for p, (_, truth) in zip(probabilities, pages)]) for t in np.arange(0.05, 0.81, 0.05)}
     return float(min(scores, key=scores.get))
 
 
@@ -88,6 +88,8 @@ def main():
         f"--{k} {v}" for k, v in [("base", args.base), ("tile", args.tile), ("batch", args.batch),
                                   ("optimizer", args.optimizer), ("lr", args.lr), ("minutes", args.minutes),
                                   ("tta", args.tta), ("threshold", args.threshold)])
+    if args.evaluate:
+        command += " --evaluate RUN_DIR  (the run trained by the same command without --evaluate)"
     write_table("isbi2012", "ISBI 2012: held-out slices 25-29 (ours) vs the paper's test set", command,
                 ["metric", "keras-unet", "paper (test set)"], table,
                 f"Training: slices 00-19 (validation 20-24), {state['epoch']} epochs x {args.steps} steps of "
