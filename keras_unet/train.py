@@ -235,8 +235,16 @@ def fit(config: TrainConfig, run_dir, resume: bool = False, verbose: int = 1, da
     used instead of the configured folders.
 
     Returns the final state: ``{"epoch", "best", "best_epoch", "history", "model"}``.
+    Keras's global dtype policy (changed by ``mixed_precision``) is restored on return.
     """
-    run_dir = Path(run_dir)
+    policy = keras.mixed_precision.global_policy()
+    try:
+        return _fit(config, Path(run_dir), resume, verbose, datasets)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+
+
+def _fit(config: TrainConfig, run_dir: Path, resume: bool, verbose: int, datasets) -> dict:
     state = {"epoch": 0, "best": float("inf")}
     if resume:
         if not (run_dir / "config.json").is_file() or not (run_dir / "last.keras").is_file():

@@ -65,3 +65,17 @@ def test_xla_forward_matches(tiny_model, rng):
     plain = tiling.predict_tiled(tiny_model, image, tile=220)
     compiled = tiling.predict_tiled(tiny_model, image, tile=220, jit_compile=True)
     np.testing.assert_allclose(compiled, plain, atol=1e-4)
+
+
+def test_memory_is_bounded_by_the_tile_batch(tiny_model, rng, monkeypatch):
+    seen = []
+    original = tiling.forward_function
+
+    def recording(model, jit_compile=False):
+        forward = original(model, jit_compile)
+        return lambda tiles: seen.append(tiles.shape) or forward(tiles)
+
+    monkeypatch.setattr(tiling, "forward_function", recording)
+    tiling.predict_tiled(tiny_model, rng.uniform(0, 255, (300, 260)).astype(np.float32), tile=236, batch_size=3)
+    assert len(seen) > 5 and max(shape[0] for shape in seen) <= 3
+    assert {shape[1:3] for shape in seen} == {(236, 236)}  # the model never sees more than a batch of tiles

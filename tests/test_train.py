@@ -63,3 +63,45 @@ def test_training_learns_the_synthetic_cells(tmp_path):
     log = np.genfromtxt(tmp_path / "run" / "log.csv", delimiter=",", names=True)
     assert log["val_pixel_error"][-1] < 0.2
     assert log["loss"][-1] < log["loss"][0]
+
+
+def test_mixed_precision_and_mirrored_strategy(tmp_path):
+    import keras
+
+    state = train.fit(train.TrainConfig(**{**TINY, "epochs": 1, "mixed_precision": True, "strategy": "mirrored"}),
+                      tmp_path / "run", verbose=0)
+    assert state["model"].get_layer("enc1_conv1").compute_dtype == "bfloat16"  # CPU: bfloat16 compute
+    assert state["model"].output.dtype == "float32"
+    assert np.isfinite(state["history"]["loss"][-1])
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored for the caller
+
+
+def test_sigkill_mid_epoch_then_resume(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    config = {**TINY, "epochs": 40, "steps_per_epoch": 4}
+    script = ("import json, sys; from keras_unet import train; "
+              "train.fit(train.TrainConfig(**json.loads(sys.argv[1])), sys.argv[2], verbose=0)")
+    process = subprocess.Popen([sys.executable, "-c", script, json.dumps(config), str(run)],
+                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        if (run / "state.json").is_file() and json.loads((run / "state.json").read_text())["epoch"] >= 2:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = json.loads((run / "state.json").read_text())["epoch"]
+    assert 2 <= killed_at < 40
+    config_file = json.loads((run / "config.json").read_text())
+    config_file["config"]["epochs"] = killed_at + 2
+    (run / "config.json").write_text(json.dumps(config_file))
+    state = train.fit(train.TrainConfig(), run, resume=True, verbose=0)
+    assert state["epoch"] == killed_at + 2
+    epochs = [int(row.split(",")[0]) for row in (run / "log.csv").read_text().splitlines()[1:]]
+    assert epochs[-2:] == [killed_at, killed_at + 1]  # continued, not restarted
