@@ -9,10 +9,8 @@ forward and train-step time ratios keras-unet / PyTorch at base 32 and 64; peak 
 overlap-tile prediction of 2048^2 and 4096^2 images.
 """
 import argparse
-import json
 import subprocess
 import sys
-import time
 
 import numpy as np
 

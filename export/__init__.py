@@ -7,6 +7,7 @@ and compares its output with the Keras model's.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -85,8 +86,6 @@ def run_in_fresh_process(fmt: str, path, image: np.ndarray) -> np.ndarray:
 
 
 def _clean_env() -> dict:
-    import os
-
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     return env

@@ -283,13 +283,22 @@ class Dataset:
         return 0.0, float(2**bits - 1)
 
     def split(self, fraction: float, seed: int = 0) -> tuple["Dataset", "Dataset"]:
-        """Split by sample into ``(train, validation)`` with ``fraction`` of the samples validating."""
-        n_val = int(round(len(self) * fraction))
-        if fraction > 0 and len(self) > 1:
-            n_val = min(max(n_val, 1), len(self) - 1)
-        order = np.random.default_rng(seed).permutation(len(self))
-        val_idx, train_idx = set(order[:n_val].tolist()), order[n_val:]
-        return self.subset(sorted(train_idx)), self.subset(sorted(val_idx))
+        """``(train, validation)`` with about ``fraction`` of the data validating.
+
+        Split by file, so that neighbouring pages of a stack never land on both sides; a single
+        multipage file is split by page.
+        """
+        files = [source.split("[")[0] for source in self.sources]
+        groups = list(dict.fromkeys(files)) if len(set(files)) > 1 else list(range(len(self)))
+        n_val = int(round(len(groups) * fraction))
+        if fraction > 0 and len(groups) > 1:
+            n_val = min(max(n_val, 1), len(groups) - 1)
+        order = np.random.default_rng(seed).permutation(len(groups))
+        val_groups = {groups[i] for i in order[:n_val]}
+        key = (lambda i: files[i]) if len(set(files)) > 1 else (lambda i: i)
+        val_idx = [i for i in range(len(self)) if key(i) in val_groups]
+        train_idx = [i for i in range(len(self)) if key(i) not in val_groups]
+        return self.subset(train_idx), self.subset(val_idx)
 
     def subset(self, indices) -> "Dataset":
         pick = lambda items: [items[i] for i in indices]  # noqa: E731

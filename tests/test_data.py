@@ -125,6 +125,15 @@ def test_split_by_sample():
     assert set(train.sources).isdisjoint(val.sources)
 
 
+def test_split_keeps_the_pages_of_a_file_together():
+    dataset = data.synthetic_dataset(6, (32, 32))
+    dataset.sources = ["a.tif[0]", "a.tif[1]", "a.tif[2]", "b.tif[0]", "b.tif[1]", "c.png"]
+    train, val = dataset.split(0.34, seed=1)
+    files = lambda d: {s.split("[")[0] for s in d.sources}  # noqa: E731
+    assert files(train).isdisjoint(files(val)) and len(files(val)) == 1
+    assert len(train) + len(val) == 6
+
+
 @pytest.mark.skipif(not ISBI.is_dir(), reason="shared ISBI 2012 data not present")
 def test_isbi2012_loads():
     pairs = data.find_pairs(ISBI / "train")

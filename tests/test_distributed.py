@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 CONFIG = dict(depth=3, base_filters=4, tile=68, batch_size=2, epochs=2, steps_per_epoch=3, dropout=0.0,
               synthetic_images=4, synthetic_size=64, optimizer="sgd", learning_rate=0.05, momentum=0.9,
