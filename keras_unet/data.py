@@ -289,15 +289,15 @@ class Dataset:
         multipage file is split by page.
         """
         files = [source.split("[")[0] for source in self.sources]
-        groups = list(dict.fromkeys(files)) if len(set(files)) > 1 else list(range(len(self)))
+        keys = files if len(set(files)) > 1 else list(range(len(self)))  # the group of each sample
+        groups = list(dict.fromkeys(keys))
         n_val = int(round(len(groups) * fraction))
         if fraction > 0 and len(groups) > 1:
             n_val = min(max(n_val, 1), len(groups) - 1)
         order = np.random.default_rng(seed).permutation(len(groups))
         val_groups = {groups[i] for i in order[:n_val]}
-        key = (lambda i: files[i]) if len(set(files)) > 1 else (lambda i: i)
-        val_idx = [i for i in range(len(self)) if key(i) in val_groups]
-        train_idx = [i for i in range(len(self)) if key(i) not in val_groups]
+        val_idx = [i for i, key in enumerate(keys) if key in val_groups]
+        train_idx = [i for i, key in enumerate(keys) if key not in val_groups]
         return self.subset(train_idx), self.subset(val_idx)
 
     def subset(self, indices) -> "Dataset":
@@ -310,6 +310,16 @@ def _as_hwc(image: np.ndarray) -> np.ndarray:
     return image[..., None] if image.ndim == 2 else image
 
 
+def check_pair(image_path, mask_path, images: list, masks: list) -> None:
+    """Raise a :class:`DataError` naming the files if pages or page sizes of a pair differ."""
+    if len(images) != len(masks):
+        raise DataError(f"{image_path}: {len(images)} pages but its mask {Path(mask_path).name} has {len(masks)}")
+    for image, mask in zip(images, masks):
+        if image.shape[:2] != mask.shape[:2]:
+            raise DataError(f"{image_path}: image is {image.shape[0]}x{image.shape[1]} but mask "
+                            f"{Path(mask_path).name} is {mask.shape[0]}x{mask.shape[1]}")
+
+
 def load_pairs(pairs, params: WeightParams = WeightParams(), cache_dir: Path | None | str = "default") -> Dataset:
     """Read ``(image, mask)`` file pairs into a :class:`Dataset`, checking every pair."""
     cache = default_cache_dir() if cache_dir == "default" else (Path(cache_dir) if cache_dir else None)
@@ -317,12 +327,8 @@ def load_pairs(pairs, params: WeightParams = WeightParams(), cache_dir: Path | N
     for image_path, mask_path in pairs:
         images = read_pages(image_path)
         targets, maps, kind = cached_targets(mask_path, params, cache)
-        if len(images) != len(targets):
-            raise DataError(f"{image_path}: {len(images)} pages but its mask {mask_path.name} has {len(targets)}")
+        check_pair(image_path, mask_path, images, targets)
         for page, (image, target, w) in enumerate(zip(images, targets, maps)):
-            if image.shape[:2] != target.shape:
-                raise DataError(f"{image_path}: image is {image.shape[0]}x{image.shape[1]} but mask "
-                                f"{mask_path.name} is {target.shape[0]}x{target.shape[1]}")
             out.images.append(_as_hwc(image))
             out.targets.append(target)
             out.weights.append(w)

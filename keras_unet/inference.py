@@ -81,12 +81,9 @@ def evaluate_pairs(model, pairs, tile=None, batch_size: int = 1, tta: int = 1, p
     rows = []
     for image_path, mask_path in pairs:
         images, masks = data.read_pages(image_path), data.read_pages(mask_path)
-        if len(images) != len(masks):
-            raise data.DataError(f"{image_path}: {len(images)} pages but its mask {mask_path.name} has {len(masks)}")
+        data.check_pair(image_path, mask_path, images, masks)
         for page, (image, mask) in enumerate(zip(images, masks)):
             mask = mask[..., 0] if mask.ndim == 3 else mask
-            if image.shape[:2] != mask.shape:
-                raise data.DataError(f"{image_path}: image is {image.shape[:2]} but mask {mask_path.name} is {mask.shape}")
             kind = data.mask_kind(mask)
             truth = data.binary_from_mask(mask) if kind == "binary" else weights.binary_target(mask.astype(np.int32))
             probabilities = predict_probabilities(model, image, tile, batch_size, tta, progress)

@@ -24,7 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_unet import __version__, augment, data, losses, metrics, pipeline, plots, sizes, tiling
+from keras_unet import __version__, augment, data, inference, losses, metrics, pipeline, plots, sizes, tiling
 from keras_unet.model import unet
 
 
@@ -307,10 +307,10 @@ def write_report(run_dir: Path, dataset: data.Dataset, n_samples: int = 2) -> No
     """``curves.png`` from the log and ``samples.png`` from the best model on ``dataset``."""
     if (run_dir / "log.csv").is_file() and (run_dir / "log.csv").stat().st_size:
         plots.training_curves(run_dir / "log.csv", run_dir / "curves.png")
-    model_path = run_dir / "model.keras" if (run_dir / "model.keras").is_file() else run_dir / "last.keras"
-    if not model_path.is_file():
+    try:
+        model = inference.load_model(run_dir)  # model.keras, else last.keras
+    except data.DataError:
         return  # no epoch finished yet
-    model = keras.models.load_model(model_path, compile=False)
     picks = list(range(min(n_samples, len(dataset))))
     probabilities = [tiling.predict_tiled(model, dataset.images[i]) for i in picks]
     plots.sample_predictions([dataset.images[i] for i in picks], [dataset.targets[i] for i in picks],
