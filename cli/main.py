@@ -139,14 +139,15 @@ def _verbosity() -> int:
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="predictions", show_default=True)
 @click.option("--tile", type=int, default=None, help="Input tile size, px [largest within --memory-mb].")
-@click.option("--batch-size", type=int, default=1, show_default=True, help="Tiles per forward pass.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True, help="Tiles per forward pass.")
 @click.option("--memory-mb", type=int, default=4096, show_default=True,
               help="Memory budget (MB) that picks the default tile: the largest within it that the image needs.")
 @click.option("--tta", type=click.IntRange(1, 8), default=1, show_default=True,
               help="Average over this many rotations/flips (test-time augmentation).")
 @click.option("--format", "kind", type=click.Choice(["png", "tif", "probabilities"]), default="png", show_default=True,
               help="Label image (PNG, 0/255 for two classes; TIFF, class indices) or float32 probability TIFF.")
-@click.option("--threshold", type=float, default=None, help="Two classes: object where p >= threshold [argmax].")
+@click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=None,
+              help="Two classes: object where p >= threshold [argmax].")
 @user_errors
 def predict(model_path, inputs, out_dir, tile, batch_size, memory_mb, tta, kind, threshold):
     """Segment images of any size with overlap-tile prediction (each page of a stack)."""
@@ -178,12 +179,16 @@ def predict(model_path, inputs, out_dir, tile, batch_size, memory_mb, tta, kind,
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, help="Write metrics.csv and metrics.json here.")
 @click.option("--tile", type=int, default=None)
-@click.option("--batch-size", type=int, default=1, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--tta", type=click.IntRange(1, 8), default=1, show_default=True)
-@click.option("--threshold", type=float, default=None, help="Two classes: object where p >= threshold [argmax].")
+@click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=None,
+              help="Two classes: object where p >= threshold [argmax]. Choose it on validation data.")
+@click.option("--sweep", is_flag=True, default=False,
+              help="Also the ISBI challenge's protocol: each challenge metric's best over thresholds 0.0-1.0 "
+                   "(picked on these labels: an upper bound, reported apart as swept_*).")
 @user_errors
-def evaluate(model_path, data_dir, out_dir, tile, batch_size, tta, threshold):
-    """Pixel, Rand and warping error, IoU, Dice and SEG per image and on average."""
+def evaluate(model_path, data_dir, out_dir, tile, batch_size, tta, threshold, sweep):
+    """Pixel error, ISBI 2012 Rand / warping error, V_Rand, V_Info, adapted Rand, IoU, Dice, SEG."""
     from keras_unet import data, inference
 
     model = inference.load_model(model_path)
@@ -191,9 +196,11 @@ def evaluate(model_path, data_dir, out_dir, tile, batch_size, tta, threshold):
     rows = []
     with click.progressbar(pairs, label="evaluating") as bar:
         for pair in bar:
-            rows += inference.evaluate_pairs(model, [pair], tile, batch_size, tta, threshold=threshold)
+            rows += inference.evaluate_pairs(model, [pair], tile, batch_size, tta, threshold=threshold, sweep=sweep)
     rows.append(inference.mean_row(rows))
     keys = [k for k in rows[0] if k != "image"]
+    click.echo(f"protocol: {'argmax' if threshold is None else f'object where p >= {threshold:g}'}, {tta} view(s)"
+               + ("; swept_*: best over thresholds 0.0-1.0 on these labels (the challenge's protocol)" if sweep else ""))
     width = max(len(r["image"]) for r in rows)
     click.echo(f"{'image':<{width}}  " + "  ".join(f"{k:>13}" for k in keys))
     for row in rows:
@@ -209,7 +216,9 @@ def evaluate(model_path, data_dir, out_dir, tile, batch_size, tta, threshold):
             writer.writerows(rows)
         os.replace(tmp, final)
         tmp, final_json = atomic_path(out / "metrics.json")
-        tmp.write_text(json.dumps({"model": str(model_path), "data": str(data_dir), "rows": rows}, indent=2))
+        settings = {"tile": tile, "tta": tta, "threshold": threshold, "batch_size": batch_size, "sweep": sweep}
+        tmp.write_text(json.dumps({"model": str(model_path), "data": str(data_dir), "settings": settings, "rows": rows},
+                                  indent=2))
         os.replace(tmp, final_json)
         click.echo(f"  -> {final}, {final_json}")
 

@@ -73,10 +73,13 @@ def write_prediction(path: Path, pages: list[np.ndarray], kind: str, scale_label
 
 
 def evaluate_pairs(model, pairs, tile=None, batch_size: int = 1, tta: int = 1, progress=None,
-                   threshold: float | None = None) -> list[dict]:
+                   threshold: float | None = None, sweep: bool = False) -> list[dict]:
     """Metrics per image page of ``(image, mask)`` pairs; masks are read as binary (object = 1).
 
-    ``threshold``: object where p(class 1) >= threshold (default: argmax).
+    ``threshold``: object where p(class 1) >= threshold (default: argmax), fixed beforehand as a
+    user would. ``sweep``: also the ISBI challenge's protocol, the best value of each challenge
+    metric over thresholds 0.0-1.0 (``swept_*`` keys; it looks at the truth to pick, so it is an
+    upper bound, reported apart).
     """
     rows = []
     for image_path, mask_path in pairs:
@@ -89,7 +92,10 @@ def evaluate_pairs(model, pairs, tile=None, batch_size: int = 1, tta: int = 1, p
             probabilities = predict_probabilities(model, image, tile, batch_size, tta, progress)
             prediction = labels_from_probabilities(probabilities, threshold)
             name = image_path.name + (f"[{page}]" if len(images) > 1 else "")
-            rows.append({"image": name, **metrics.evaluate_binary(prediction, truth)})
+            row = {"image": name, **metrics.evaluate_binary(prediction, truth)}
+            if sweep:
+                row.update(metrics.challenge_sweep(probabilities[..., 1], truth))
+            rows.append(row)
     return rows
 
 

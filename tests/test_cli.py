@@ -67,12 +67,18 @@ def test_predict_stack_and_evaluate_perfect(tmp_path):
 
     data.write_image(tmp_path / "ds" / "images" / "a.png", image)
     data.write_image(tmp_path / "ds" / "masks" / "a.png", np.where(image > 127, 255, 0).astype(np.uint8))
-    result = run("evaluate", model, tmp_path / "ds", "--out", tmp_path / "metrics")
+    result = run("evaluate", model, tmp_path / "ds", "--out", tmp_path / "metrics", "--sweep", "--tta", 2)
     assert result.exit_code == 0, result.output
-    rows = json.loads((tmp_path / "metrics" / "metrics.json").read_text())["rows"]
-    mean = rows[-1]
+    report = json.loads((tmp_path / "metrics" / "metrics.json").read_text())
+    assert report["settings"] == {"tile": None, "tta": 2, "threshold": None, "batch_size": 1, "sweep": True}
+    mean = report["rows"][-1]
     assert mean["image"] == "mean"
-    assert mean["pixel_error"] == 0 and mean["rand_error"] == 0 and mean["warping_error"] == 0 and mean["iou"] == 1
+    assert mean["pixel_error"] == 0 and mean["isbi2012_rand_error"] == 0 and mean["warping_error"] == 0
+    assert mean["v_rand"] == 1 and mean["v_info"] == 1 and mean["iou"] == 1
+    assert mean["swept_v_rand"] == 1 and 0 <= mean["swept_v_rand_threshold"] <= 1
+    assert "the challenge's protocol" in result.output
+    result = run("evaluate", model, tmp_path / "ds", "--threshold", 1.5)
+    assert result.exit_code == 2 and "--threshold" in result.output
     assert (tmp_path / "metrics" / "metrics.csv").read_text().startswith("image,pixel_error")
 
 
