@@ -280,8 +280,11 @@ def export(model_path, fmt, out_dir, name, version, quantize, tile, verify):
         path = exporters.export_tflite(model_file, out_dir, name=name, quantize=quantize, tile=tile)
     click.echo(f"exported -> {path}")
     if verify:
-        diff, tolerance = exporters.verify(model_file, path, fmt, quantize)
-        click.echo(f"verified in a fresh process: max |export - keras| = {diff:.2e} (tolerance {tolerance:.0e})")
+        report = exporters.verify(model_file, path, fmt, quantize, tile=tile)
+        tolerance = report.pop("tolerance")
+        for check, (diff, flips) in report.items():
+            click.echo(f"verified in a fresh process: {check}: max |export - keras| = {diff:.2e} "
+                       f"(tolerance {tolerance:.0e}), {flips} label(s) differ")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,10 @@ import numpy as np
 from keras_unet.data import DataError
 from keras_unet.inference import load_model, resolve_model_path
 
+class ExportError(DataError):
+    """An export that cannot be written as asked or fails its check against the Keras model."""
+
+
 # Largest tolerated max |export - keras| on probabilities, per format.
 TOLERANCE = {"savedmodel": 1e-5, "none": 1e-4, "float16": 1e-2, "dynamic": 0.1}
 
@@ -49,12 +53,12 @@ def export_tflite(model, out_dir, name: str = "unet", quantize: str = "none", ti
 _RUNNER = r"""
 import json, sys
 import numpy as np
-fmt, path, inp, out = sys.argv[1:5]
+fmt, path, signature, inp, out = sys.argv[1:6]
 image = np.load(inp)
 if fmt == "savedmodel":
     import tensorflow as tf
     loaded = tf.saved_model.load(path)
-    result = loaded.signatures["serving_default"](image=tf.constant(image))["probabilities"].numpy()
+    result = loaded.signatures[signature](image=tf.constant(image))["probabilities"].numpy()
 else:
     from ai_edge_litert.interpreter import Interpreter
     interpreter = Interpreter(model_path=path)
@@ -70,12 +74,12 @@ print(json.dumps({"modules": sorted(m for m in sys.modules if m.startswith("kera
 """
 
 
-def run_in_fresh_process(fmt: str, path, image: np.ndarray) -> np.ndarray:
-    """Output of an exported model on ``image`` ``(1, S, S, C)``, computed in a new interpreter."""
+def run_in_fresh_process(fmt: str, path, image: np.ndarray, signature: str = "serving_default") -> np.ndarray:
+    """Probabilities of an exported model's ``signature`` on ``image``, in a new interpreter."""
     with tempfile.TemporaryDirectory() as tmp:
         inp, out = Path(tmp) / "in.npy", Path(tmp) / "out.npy"
         np.save(inp, image.astype(np.float32))
-        done = subprocess.run([sys.executable, "-c", _RUNNER, fmt, str(path), str(inp), str(out)],
+        done = subprocess.run([sys.executable, "-c", _RUNNER, fmt, str(path), signature, str(inp), str(out)],
                               capture_output=True, text=True, env=_clean_env())
         if done.returncode != 0:
             tail = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "no output"
@@ -91,26 +95,51 @@ def _clean_env() -> dict:
     return env
 
 
-def verify(model, export_path, fmt: str, quantize: str = "none", seed: int = 0) -> tuple[float, float]:
-    """Compare an export with the Keras model on a random image; raise beyond the tolerance.
+# Odd on both axes and not a tile size: exercises mirrored edges and stitching of ``segment``.
+ODD_SHAPE = (203, 317)
 
-    Returns ``(max abs difference of probabilities, tolerance)``.
+
+def verification_image(shape, config: dict, seed: int = 0) -> np.ndarray:
+    """A real-looking ``(H, W, C)`` float32 image in the model's input range: synthetic cells
+    (membranes, touching objects, noise), whose outputs show errors a random input hides."""
+    from keras_unet import synthetic
+
+    image = synthetic.sample(tuple(shape), seed=seed)[0].astype(np.float32) / 255.0
+    low, high = config["input_range"] or (0.0, 1.0)
+    image = low + image * (high - low)
+    return np.repeat(image[..., None], config["in_channels"], axis=-1)
+
+
+def verify(model, export_path, fmt: str, quantize: str = "none", tile: int | None = None) -> dict:
+    """Compare an export with the Keras model in a fresh process; raise beyond the tolerance.
+
+    Every signature is checked on a real-looking image: ``serving_default`` (and TFLite) on one
+    tile of the export's size, ``segment`` on an odd-sized whole image against overlap-tile
+    prediction. Returns ``{check: (max |dp|, label flips)}`` and the tolerance under ``"tolerance"``.
     """
+    from keras_unet import tiling
+    from keras_unet.export.savedmodel import default_export_tile
     from keras_unet.model import unet_config
-    from keras_unet.sizes import smallest_valid_input
 
     keras_model = _loaded(model)
     config = unet_config(keras_model)
-    size = _input_size(export_path, fmt) or smallest_valid_input(config["depth"], config["padding"])
-    low, high = config["input_range"] or (0.0, 1.0)
-    image = np.random.default_rng(seed).uniform(low, high, (1, size, size, config["in_channels"])).astype(np.float32)
-    expected = np.asarray(keras_model.predict_on_batch(image))
-    got = run_in_fresh_process(fmt, export_path, image)
-    diff = float(np.max(np.abs(got - expected)))
+    size = _input_size(export_path, fmt) or tile or default_export_tile(keras_model)
     tolerance = TOLERANCE["savedmodel" if fmt == "savedmodel" else quantize]
-    if not diff <= tolerance:
-        raise DataError(f"{export_path}: export differs from the Keras model by {diff:.3g} (> {tolerance:g})")
-    return diff, tolerance
+    tile_image = verification_image((size, size), config)[None]
+    checks = {f"{'serving_default' if fmt == 'savedmodel' else 'tflite'} {size}x{size}":
+              (run_in_fresh_process(fmt, export_path, tile_image), np.asarray(keras_model.predict_on_batch(tile_image)))}
+    if fmt == "savedmodel":
+        odd = verification_image(ODD_SHAPE, config, seed=1)
+        checks[f"segment {ODD_SHAPE[0]}x{ODD_SHAPE[1]}"] = (
+            run_in_fresh_process(fmt, export_path, odd, "segment"), tiling.predict_tiled(keras_model, odd, tile=size))
+    report = {"tolerance": tolerance}
+    for name, (got, expected) in checks.items():
+        diff = float(np.max(np.abs(got - expected)))
+        flips = int(np.sum(got.argmax(-1) != expected.argmax(-1)))
+        report[name] = (diff, flips)
+        if not diff <= tolerance:
+            raise ExportError(f"{export_path}: {name} differs from the Keras model by {diff:.3g} (> {tolerance:g})")
+    return report
 
 
 def _input_size(export_path, fmt: str) -> int | None:

@@ -19,11 +19,13 @@ from pathlib import Path
 import tensorflow as tf
 
 from keras_unet import sizes
+from keras_unet.export import ExportError
 from keras_unet.augment import mirror_index
 from keras_unet.model import unet_config
 from keras_unet.tiling import tile_plan
 
 SIGNATURES = ("serving_default", "segment")
+
 
 
 class UNetServing(tf.Module):
@@ -40,17 +42,43 @@ class UNetServing(tf.Module):
         self.plan = tile_plan(tile, config["depth"], config["padding"])
         self.keep_from = 0 if config["padding"] == "valid" else self.plan.margin
         self.channels = config["in_channels"]
+        self.smallest = sizes.smallest_valid_input(config["depth"], config["padding"])
+        self.size_step = sizes.size_step(config["depth"])
         self.n_classes = config["n_classes"]
         spec_batch = tf.TensorSpec([None, None, None, self.channels], tf.float32, name="image")
         spec_image = tf.TensorSpec([None, None, self.channels], tf.float32, name="image")
         self.serve = tf.function(self._serve, input_signature=[spec_batch])
         self.segment = tf.function(self._segment, input_signature=[spec_image])
 
+    def _checked(self, image, batched: bool):
+        """``image`` behind run-time checks of rank, channels and (for tiles) size.
+
+        TF Serving does not hold requests to the SignatureDef's shape, and a tensor of the wrong
+        rank reaching the convolutions aborts the whole server process (a CHECK failure in the
+        oneDNN kernel). These checks answer INVALID_ARGUMENT with a readable message instead.
+        ``tf.ensure_shape`` guards rank and channels: an assert on ``tf.rank`` would be folded
+        away, since the graph believes the signature's rank.
+        """
+        spec = [None, None, None, self.channels] if batched else [None, None, self.channels]
+        image = tf.ensure_shape(image, spec)  # "Shape of tensor image [..] is not compatible with expected shape [..]"
+        hw = tf.shape(image)[1:3] if batched else tf.shape(image)[:2]
+        if batched:
+            low, step = self.smallest, self.size_step
+            valid = (hw >= low) & (tf.math.floormod(hw - low, step) == 0)
+            message = (f"image height and width must be valid tile sizes, {low} + {step}k px (e.g. "
+                       f"{self.plan.input_size}); use the 'segment' signature for images of any size; got")
+        else:
+            valid, message = hw >= 1, "image height and width must be at least 1 px; got"
+        with tf.control_dependencies([tf.debugging.Assert(tf.reduce_all(valid), [message, hw])]):
+            return tf.identity(image)
+
     def _serve(self, image):
+        image = self._checked(image, batched=True)
         probabilities = tf.cast(self._call(image), tf.float32)
         return {"probabilities": probabilities, "labels": tf.argmax(probabilities, axis=-1, output_type=tf.int32)}
 
     def _segment(self, image):
+        image = self._checked(image, batched=False)
         plan, keep = self.plan, self.keep_from
         height, width = tf.shape(image)[0], tf.shape(image)[1]
         rows = (height + plan.step - 1) // plan.step  # tiles per axis
@@ -74,6 +102,59 @@ class UNetServing(tf.Module):
         return {"probabilities": probabilities, "labels": tf.argmax(probabilities, axis=-1, output_type=tf.int32)}
 
 
+# -- TF Serving warm-up ---------------------------------------------------------------------------
+# TF Serving replays assets.extra/tf_serving_warmup_requests (a TFRecord file of PredictionLog
+# protos) when it loads a version, so the first client does not pay for graph set-up. The protos
+# are written by hand in protobuf's wire format: tensorflow-serving-api pins the full tensorflow
+# wheel and cannot sit beside tensorflow-cpu. Field numbers from tensorflow_serving/apis:
+# PredictionLog.predict_log = 6, PredictLog.request = 1, PredictRequest.model_spec = 1 and
+# .inputs = 2 (map entry: key 1, value 2), ModelSpec.name = 1 and .signature_name = 3.
+WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited field (wire type 2): strings, bytes and sub-messages."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def warmup_record(model_name: str, signature: str, image) -> bytes:
+    """One serialised ``PredictionLog`` holding a ``PredictRequest`` of ``image`` (float32)."""
+    spec = _field(1, model_name.encode()) + _field(3, signature.encode())
+    tensor = tf.make_tensor_proto(image, dtype=tf.float32).SerializeToString()
+    request = _field(1, spec) + _field(2, _field(1, b"image") + _field(2, tensor))
+    return _field(6, _field(1, request))
+
+
+def warmup_images(module: "UNetServing") -> dict:
+    """One request per signature, of the shapes a client sends: a batch of one export tile for
+    ``serving_default`` and a 1.5-tile image (several tiles, mirrored edges) for ``segment``."""
+    import numpy as np
+
+    tile, side = module.plan.input_size, module.plan.step + module.plan.step // 2
+    rng = np.random.default_rng(0)
+    return {"serving_default": rng.uniform(0, 255, (1, tile, tile, module.channels)).astype(np.float32),
+            "segment": rng.uniform(0, 255, (side, side, module.channels)).astype(np.float32)}
+
+
+def write_warmup(directory, module: "UNetServing", model_name: str) -> Path:
+    """``directory/assets.extra/tf_serving_warmup_requests`` for every signature."""
+    path = Path(directory) / WARMUP_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for signature, image in warmup_images(module).items():
+            writer.write(warmup_record(model_name, signature, image))
+    return path
+
+
 def next_version(model_dir: Path) -> int:
     """1 + the largest numeric version folder in ``model_dir`` (1 if none)."""
     versions = [int(p.name) for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit()]
@@ -88,11 +169,13 @@ def default_export_tile(model) -> int:
     return min(valid, key=lambda s: abs(s - target))
 
 
-def save_module(model, directory, tile: int | None = None, signatures=SIGNATURES) -> Path:
-    """``tf.saved_model.save`` of :class:`UNetServing` into ``directory`` (must not exist)."""
+def save_module(model, directory, tile: int | None = None, signatures=SIGNATURES, model_name: str = "unet") -> Path:
+    """``tf.saved_model.save`` of :class:`UNetServing` into ``directory`` (must not exist), with
+    TF Serving's warm-up requests."""
     module = UNetServing(model, tile or default_export_tile(model))
     functions = {"serving_default": module.serve, "segment": module.segment}
     tf.saved_model.save(module, str(directory), signatures={k: functions[k].get_concrete_function() for k in signatures})
+    write_warmup(directory, module, model_name)
     return Path(directory)
 
 
@@ -103,11 +186,12 @@ def export_savedmodel(model, out_dir, name: str = "unet", version: int | None = 
     version = version if version is not None else next_version(model_dir)
     final = model_dir / str(version)
     if final.exists():
-        raise FileExistsError(f"{final}: version {version} exists already")
+        raise ExportError(f"{final}: version {version} exists already; leave out --version for the next free one "
+                          f"({next_version(model_dir)})")
     staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=model_dir))
     try:
         shutil.rmtree(staging)
-        save_module(model, staging, tile)
+        save_module(model, staging, tile, model_name=name)
         staging.rename(final)
     finally:
         if staging.exists():

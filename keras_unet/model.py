@@ -104,6 +104,16 @@ def unet(
     return keras.Model(image, probabilities, name=name)
 
 
+def inference_model(model: keras.Model) -> keras.Model:
+    """The same network (shared layers and weights) without loss, metrics or optimizer.
+
+    Saved as a run's ``model.keras`` it is built from Keras layers only, so
+    ``keras.models.load_model`` opens it where keras_unet is not installed; a compiled model
+    would name the project's loss class and carry the optimizer state (3x the weights for Adam).
+    """
+    return keras.Model(model.inputs, model.outputs, name=model.name)
+
+
 def unet_config(model: keras.Model) -> dict:
     """Recover the :func:`unet` arguments from a built model (for run folders and exporters)."""
     convs = [layer for layer in model.layers if layer.name.endswith("_conv1")]

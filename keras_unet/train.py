@@ -4,7 +4,8 @@ batch) with validation, checkpoints, resume, logs and plots in a run folder.
 Run folder contents:
 
 * ``config.json`` - every setting plus library versions; ``state.json`` - epochs done, best score;
-* ``model.keras`` - the best model (lowest validation loss), ``last.keras`` - the latest, with
+* ``model.keras`` - the best model (lowest validation loss) for inference: Keras layers only, no
+  optimizer, loads with plain ``keras.models.load_model``; ``last.keras`` - the latest, with
   optimizer state (what ``--resume`` continues from);
 * ``log.csv`` - per-epoch losses and metrics; ``curves.png`` and ``samples.png`` - plots.
 
@@ -25,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_unet import __version__, augment, data, inference, losses, metrics, pipeline, plots, sizes, tiling
-from keras_unet.model import unet
+from keras_unet.model import inference_model, unet
 
 
 @dataclass
@@ -148,8 +149,8 @@ class RunCheckpoint(keras.callbacks.Callback):
             self.state.update(best=float(score), best_epoch=epoch + 1)
         if not self.is_chief:
             return
-        if improved:
-            save_model_atomic(self.model, self.run_dir / "model.keras")
+        if improved:  # an inference model: loads without keras_unet; training state stays in last.keras
+            save_model_atomic(inference_model(self.model), self.run_dir / "model.keras")
         save_model_atomic(self.model, self.run_dir / "last.keras")
         write_json(self.run_dir / "state.json", self.state)
 

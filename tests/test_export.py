@@ -48,8 +48,103 @@ def test_signatures_names_dtypes_and_dynamic_dims(savedmodel):
 
 
 def test_fresh_process_without_keras_unet_matches_keras(savedmodel, model_file):
-    diff, tolerance = export.verify(model_file, savedmodel, "savedmodel")
-    assert diff <= tolerance == 1e-5
+    report = export.verify(model_file, savedmodel, "savedmodel", tile=220)
+    assert report.pop("tolerance") == 1e-5
+    assert set(report) == {"serving_default 220x220", "segment 203x317"}  # every signature, a real-looking image
+    assert all(diff <= 1e-5 and flips == 0 for diff, flips in report.values())
+
+
+def test_verify_catches_an_export_of_another_model(savedmodel, tmp_path):
+    keras.utils.set_random_seed(4)
+    other = tmp_path / "other.keras"
+    unet(base_filters=4, dropout=0.0).save(other)
+    with pytest.raises(export.ExportError, match="differs from the Keras model"):
+        export.verify(other, savedmodel, "savedmodel", tile=220)
+
+
+BAD_REQUESTS = r"""
+import sys, numpy as np, tensorflow as tf
+loaded = tf.saved_model.load(sys.argv[1])
+serve, segment = loaded.signatures["serving_default"], loaded.signatures["segment"]
+cases = [(serve, (220, 220, 1)), (serve, (220, 220)), (serve, (2, 1, 220, 220, 1)), (serve, (1, 220, 220, 3)),
+         (serve, (1, 500, 500, 1)), (serve, (1, 100, 100, 1)), (serve, (1, 1, 1, 1)), (segment, (2, 64, 64, 1)),
+         (segment, (64, 64)), (segment, (64, 64, 2)), (segment, (0, 5, 1))]
+for fn, shape in cases:
+    try:
+        fn(image=tf.zeros(shape, tf.float32))
+        print(shape, "ACCEPTED")
+    except tf.errors.InvalidArgumentError as err:
+        lines = [l for l in err.message.splitlines() if "must" in l or "compatible" in l]
+        print(shape, "INVALID_ARGUMENT", lines[0] if lines else err.message.splitlines()[0])
+print("tiny", segment(image=tf.zeros((1, 1, 1)))["labels"].shape, segment(image=tf.zeros((3, 7, 1)))["labels"].shape)
+"""
+
+
+def test_malformed_requests_are_invalid_argument_and_the_process_survives(savedmodel):
+    """Rank 2, 3, 5, wrong channels, invalid and tiny sizes: each a readable INVALID_ARGUMENT,
+    never an abort (a rank-3 tile once killed the process in the oneDNN convolution)."""
+    done = subprocess.run([sys.executable, "-c", BAD_REQUESTS, str(savedmodel)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 12 and "ACCEPTED" not in done.stdout
+    assert all("INVALID_ARGUMENT" in line for line in lines[:11])
+    assert sum("is not compatible with expected shape [?,?,?,1]" in line for line in lines[:4]) == 4
+    assert sum("must be valid tile sizes, 188 + 16k px" in line for line in lines[4:7]) == 3
+    assert sum("is not compatible with expected shape [?,?,1]" in line for line in lines[7:10]) == 3
+    assert "at least 1 px" in lines[10]
+    assert lines[11] == "tiny (1, 1) (3, 7)"
+
+
+def _fields(buffer: bytes) -> dict:
+    """Length-delimited fields of one protobuf message: ``{field number: [payload, ...]}``
+    (a minimal reader, independent of the writer, enough for the warm-up records)."""
+    fields, i = {}, 0
+
+    def varint():
+        nonlocal i
+        value = shift = 0
+        while True:
+            byte = buffer[i]
+            i += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return value
+
+    while i < len(buffer):
+        key = varint()
+        assert key & 7 == 2, "only length-delimited fields expected"
+        length = varint()
+        fields.setdefault(key >> 3, []).append(buffer[i : i + length])
+        i += length
+    return fields
+
+
+def test_warmup_requests_replay_every_signature(savedmodel):
+    from tensorflow.core.framework import tensor_pb2
+
+    path = savedmodel / "assets.extra" / "tf_serving_warmup_requests"
+    loaded = tf.saved_model.load(str(savedmodel))
+    replayed = set()
+    for record in tf.data.TFRecordDataset(str(path)):
+        request = _fields(_fields(_fields(record.numpy())[6][0])[1][0])  # PredictionLog.predict_log.request
+        spec = _fields(request[1][0])
+        assert spec[1] == [b"cells"]  # the model name TF Serving serves it under
+        entry = _fields(request[2][0])
+        assert entry[1] == [b"image"]
+        image = tf.make_ndarray(tensor_pb2.TensorProto.FromString(entry[2][0]))
+        signature = spec[3][0].decode()
+        out = loaded.signatures[signature](image=tf.constant(image))
+        assert out["labels"].shape == image.shape[:-1] if signature == "segment" else out["labels"].shape[0] == 1
+        replayed.add(signature)
+    assert replayed == {"serving_default", "segment"}
+    try:  # where tensorflow-serving-api is installed, its own parser reads the records too
+        from tensorflow_serving.apis import prediction_log_pb2
+    except ImportError:
+        return
+    for record in tf.data.TFRecordDataset(str(path)):
+        log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+        assert log.predict_log.request.model_spec.signature_name in replayed
 
 
 def test_tf1_serve_tag_path(savedmodel, model_file):
@@ -91,8 +186,9 @@ def test_savedmodel_size_is_about_the_weights(tmp_path):
 @pytest.mark.parametrize("quantize", ["none", "float16", "dynamic"])
 def test_tflite_variants_run_in_litert(model_file, tmp_path, quantize):
     path = export.export_tflite(model_file, tmp_path, quantize=quantize)
-    diff, tolerance = export.verify(model_file, path, "tflite", quantize)
-    assert diff <= tolerance
+    report = export.verify(model_file, path, "tflite", quantize, tile=236)
+    tolerance = report.pop("tolerance")
+    assert list(report) == ["tflite 236x236"] and report["tflite 236x236"][0] <= tolerance
     assert path.stat().st_size > (100_000 if quantize == "dynamic" else 200_000)  # the weights are in the file
 
 
@@ -102,7 +198,7 @@ def test_tflite_fixed_input(model_file, tmp_path):
 
     detail = Interpreter(model_path=str(path)).get_input_details()[0]
     assert list(detail["shape_signature"]) == [1, 236, 236, 1]
-    assert export.verify(model_file, path, "tflite")[0] < 1e-4
+    assert export.verify(model_file, path, "tflite")["tflite 236x236"][0] < 1e-4
 
 
 def test_cli_export_and_clear_errors(model_file, tmp_path):
@@ -110,6 +206,12 @@ def test_cli_export_and_clear_errors(model_file, tmp_path):
     result = runner.invoke(main, ["export", str(model_file), "--format", "tflite", "--out", str(tmp_path / "t")])
     assert result.exit_code == 0, result.output
     assert "verified in a fresh process" in result.output
+    result = runner.invoke(main, ["export", str(model_file), "--format", "savedmodel", "--out", str(tmp_path / "s"),
+                                  "--tile", 220, "--version", 1])
+    assert result.exit_code == 0 and "segment 203x317" in result.output, result.output
+    again = runner.invoke(main, ["export", str(model_file), "--format", "savedmodel", "--out", str(tmp_path / "s"),
+                                 "--version", 1, "--no-verify"])
+    assert again.exit_code == 2 and "version 1 exists already" in again.output and "Traceback" not in again.output
     missing = runner.invoke(main, ["export", str(tmp_path / "nope.keras"), "--format", "savedmodel"])
     assert missing.exit_code == 2
     (tmp_path / "corrupt.keras").write_bytes(b"garbage")

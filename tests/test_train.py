@@ -22,6 +22,34 @@ def test_fit_writes_the_run_folder(tmp_path):
     assert not list(run.glob("*.tmp*"))  # no temporary files left behind
 
 
+def test_best_model_loads_without_keras_unet(tmp_path):
+    """model.keras is an inference model: plain Keras opens it where keras_unet cannot be imported,
+    and it predicts what the trained model predicts; last.keras keeps the optimizer."""
+    import subprocess
+    import sys
+
+    import keras
+
+    state = train.fit(train.TrainConfig(**{**TINY, "epochs": 1}), tmp_path / "run", verbose=0)
+    run = tmp_path / "run"
+    image = np.random.default_rng(0).uniform(0, 255, (1, 68, 68, 1)).astype(np.float32)
+    np.save(tmp_path / "image.npy", image)
+    script = f"""
+import sys
+sys.modules["keras_unet"] = None  # any import of keras_unet now fails
+import numpy as np, keras
+model = keras.models.load_model({str(run / 'model.keras')!r})
+assert getattr(model, "optimizer", None) is None
+np.save({str(tmp_path / 'out.npy')!r}, model.predict_on_batch(np.load({str(tmp_path / 'image.npy')!r})))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-1500:]
+    expected = state["model"].predict_on_batch(image)
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, atol=1e-5)
+    assert (run / "model.keras").stat().st_size < 0.7 * (run / "last.keras").stat().st_size  # no Adam state
+    assert keras.models.load_model(run / "last.keras", compile=True).optimizer is not None
+
+
 def test_resume_continues_epochs_and_optimizer(tmp_path):
     run = tmp_path / "run"
     train.fit(train.TrainConfig(**{**TINY, "epochs": 4, "max_minutes": 0}), run, verbose=0)
