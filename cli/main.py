@@ -5,9 +5,7 @@ problem (exit code 2), never a traceback.
 """
 from __future__ import annotations
 
-import csv
 import functools
-import json
 import os
 import sys
 import time
@@ -32,19 +30,28 @@ class InputError(click.ClickException):
 
 
 def user_errors(fn):
-    """Turn the library's input errors into click's one-line errors."""
+    """Turn the library's user-input errors (:mod:`keras_unet.errors`) and OS errors (missing,
+    unreadable, unwritable files) into click's one-line errors; any other exception is a bug and
+    keeps its traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from keras_unet.data import DataError
-        from keras_unet.sizes import InvalidSizeError
+        from keras_unet.errors import UserInputError
 
         try:
             return fn(*args, **kwargs)
-        except (DataError, InvalidSizeError, FileNotFoundError, ValueError) as err:
-            raise InputError(str(err).splitlines()[0] if str(err) else type(err).__name__) from None
+        except UserInputError as err:
+            raise InputError(one_line(err)) from None
+        except OSError as err:
+            where = f"{err.filename}: " if err.filename and str(err.filename) not in str(err.strerror or "") else ""
+            raise InputError(f"{where}{err.strerror or one_line(err)}") from None
 
     return wrapper
+
+
+def one_line(err: BaseException) -> str:
+    """The first line of an error's message (its type name if it has none)."""
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -103,23 +110,34 @@ def fit_options(fn):
 @user_errors
 def fit(data_dir, out_dir, resume_dir, no_augment, paper, **options):
     """Train a U-Net; writes a run folder (model, config, log, plots)."""
-    from keras_unet import train
+    from keras_unet import settings, train
+    from keras_unet.files import remove_stale_temporaries
 
+    chosen = {k: v for k, v in options.items() if v is not None}
     if resume_dir:
+        others = sorted(set(chosen) - {"epochs"}) + (["--data"] if data_dir else []) + (["--out"] if out_dir else [])
+        if others:
+            raise InputError(f"--resume continues with the run's own settings; only --epochs may change (got {', '.join(others)})")
         run_dir = Path(resume_dir)
         click.echo(f"Resuming {run_dir}")
-        state = train.fit(train.TrainConfig(), run_dir, resume=True, verbose=_verbosity())
+        state = train.resume(run_dir, epochs=chosen.get("epochs"), verbose=_verbosity())
     else:
-        base = {} if (data_dir or paper) else dict(DEMO)
-        chosen = {k: v for k, v in options.items() if v is not None}
-        config = train.TrainConfig(**{**base, **chosen, "data": data_dir, "augment": not no_augment})
+        name = "paper" if (data_dir or paper) else "demo"
+        config = settings.preset(name, **chosen, data=data_dir, augment=not no_augment)
         run_dir = Path(out_dir) if out_dir else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+        remove_stale_temporaries(run_dir)
+        if (run_dir / "config.json").is_file():
+            raise InputError(f"{run_dir}: holds a run already; continue it with --resume {run_dir} or use another --out")
         if run_dir.exists() and any(run_dir.iterdir()):
-            raise InputError(f"{run_dir}: run folder exists and is not empty; use --resume or another --out")
+            raise InputError(f"{run_dir}: folder exists and is not empty; use another --out")
         what = data_dir or "the embedded synthetic cells"
-        click.echo(f"Training on {what}: base {config.base_filters} filters, tile {config.tile} px, "
+        click.echo(f"Training on {what} ({name} preset): base {config.base_filters} filters, tile {config.tile} px, "
                    f"{config.epochs} epochs x {config.steps_per_epoch} steps -> {run_dir}")
         state = train.fit(config, run_dir, verbose=_verbosity())
+    if state["time_limited"]:
+        config = state["config"]
+        click.echo(f"Stopped by the time limit (--max-minutes {config.max_minutes:g}) after epoch {state['epoch']} "
+                   f"of {config.epochs}; continue with --resume {run_dir}")
     click.echo(f"Done: {state['epoch']} epochs, best validation loss {state['best']:.4f} "
                f"(epoch {state.get('best_epoch', '-')}). Files in {run_dir}:")
     for name in ("model.keras", "last.keras", "config.json", "log.csv", "curves.png", "samples.png"):
@@ -206,21 +224,9 @@ def evaluate(model_path, data_dir, out_dir, tile, batch_size, tta, threshold, sw
     for row in rows:
         click.echo(f"{row['image']:<{width}}  " + "  ".join(f"{row[k]:>13.5f}" for k in keys))
     if out_dir:
-        from keras_unet.data import atomic_path
-
-        out = Path(out_dir)
-        tmp, final = atomic_path(out / "metrics.csv")
-        with open(tmp, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=["image", *keys])
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, final)
-        tmp, final_json = atomic_path(out / "metrics.json")
         settings = {"tile": tile, "tta": tta, "threshold": threshold, "batch_size": batch_size, "sweep": sweep}
-        tmp.write_text(json.dumps({"model": str(model_path), "data": str(data_dir), "settings": settings, "rows": rows},
-                                  indent=2))
-        os.replace(tmp, final_json)
-        click.echo(f"  -> {final}, {final_json}")
+        written = inference.write_metrics(Path(out_dir), rows, model=model_path, data=data_dir, settings=settings)
+        click.echo("  -> " + ", ".join(str(p) for p in written))
 
 
 # -- inspect-data ------------------------------------------------------------------------------

@@ -15,12 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_unet.data import DataError
+from keras_unet.errors import DataError, ExportError
 from keras_unet.inference import load_model, resolve_model_path
-
-class ExportError(DataError):
-    """An export that cannot be written as asked or fails its check against the Keras model."""
-
 
 # Largest tolerated max |export - keras| on probabilities, per format.
 TOLERANCE = {"savedmodel": 1e-5, "none": 1e-4, "float16": 1e-2, "dynamic": 0.1}

@@ -12,14 +12,13 @@ twice, keras#23553); it loads with plain TensorFlow, no keras_unet code.
 """
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import tensorflow as tf
 
 from keras_unet import sizes
-from keras_unet.export import ExportError
+from keras_unet.errors import ExportError
+from keras_unet.files import atomic_directory
 from keras_unet.augment import mirror_index
 from keras_unet.model import unet_config
 from keras_unet.tiling import tile_plan
@@ -188,12 +187,6 @@ def export_savedmodel(model, out_dir, name: str = "unet", version: int | None = 
     if final.exists():
         raise ExportError(f"{final}: version {version} exists already; leave out --version for the next free one "
                           f"({next_version(model_dir)})")
-    staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=model_dir))
-    try:
-        shutil.rmtree(staging)
+    with atomic_directory(final) as staging:
         save_module(model, staging, tile, model_name=name)
-        staging.rename(final)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
     return final

@@ -10,7 +10,6 @@ functions yields a model without weights that outputs NaN). Run the file with ai
 """
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -18,7 +17,8 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from keras_unet.data import atomic_path
+from keras_unet.files import atomic_path
+from keras_unet.errors import ExportError
 from keras_unet.model import unet_config
 
 QUANTIZE = ("none", "float16", "dynamic")
@@ -27,7 +27,7 @@ QUANTIZE = ("none", "float16", "dynamic")
 def convert(model, quantize: str = "none", tile: int | None = None) -> bytes:
     """The ``.tflite`` bytes of ``model`` (input fixed to ``tile`` px if given, else resizable)."""
     if quantize not in QUANTIZE:
-        raise ValueError(f"quantize must be one of {QUANTIZE}, got {quantize!r}")
+        raise ExportError(f"quantize must be one of {QUANTIZE}, got {quantize!r}")
     shape = [1, tile, tile] if tile else [None, None, None]
     spec = tf.TensorSpec(shape + [unet_config(model)["in_channels"]], tf.float32, name="image")
     workdir = Path(tempfile.mkdtemp(prefix="keras-unet-tflite-"))
@@ -52,11 +52,8 @@ def convert(model, quantize: str = "none", tile: int | None = None) -> bytes:
 def export_tflite(model, out_dir, name: str = "unet", quantize: str = "none", tile: int | None = None) -> Path:
     """Write ``out_dir/<name>[_float16|_dynamic].tflite`` atomically."""
     suffix = "" if quantize == "none" else f"_{quantize}"
-    tmp, final = atomic_path(Path(out_dir) / f"{name}{suffix}.tflite")
-    try:
-        tmp.write_bytes(convert(model, quantize, tile))
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    final = Path(out_dir) / f"{name}{suffix}.tflite"
+    content = convert(model, quantize, tile)  # before anything is written: a failed conversion leaves nothing
+    with atomic_path(final) as tmp:
+        tmp.write_bytes(content)
     return final

@@ -36,7 +36,8 @@ class AugmentParams:
     @classmethod
     def none(cls) -> "AugmentParams":
         """No augmentation at all (the identity)."""
-        return cls(0.0, 3, 0.0, False, 0.0, 0.0, 0.0, 0.0, 0.0)
+        return cls(elastic_sigma=0.0, rotation=0.0, flip=False, shift=0.0, brightness=0.0, contrast=0.0,
+                   gamma=0.0, noise=0.0)
 
 
 def split_seed(seed, n: int):

@@ -14,22 +14,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from keras_unet import sizes, weights
+from keras_unet.errors import DataError  # noqa: F401  (data.DataError: the name callers know)
+from keras_unet.files import atomic_path
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
 IMAGE_DIRS = ("images", "image", "imgs")
 MASK_DIRS = ("masks", "mask", "labels", "label")
 MASK_SUFFIXES = ("_mask", "_masks", "_label", "_labels")
-
-
-class DataError(ValueError):
-    """Bad input data; the message names the file and the problem in one line."""
 
 
 # -- files -----------------------------------------------------------------------------------------
@@ -80,27 +77,16 @@ def read_image(path) -> np.ndarray:
     return read_pages(path)[0]
 
 
-def atomic_path(path) -> tuple[Path, Path]:
-    """``(temporary path, final path)`` in the same folder, keeping the suffix."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
-    return Path(tmp), path
-
-
 def write_image(path, array: np.ndarray, pages: bool = False) -> Path:
     """Write PNG or TIFF atomically.
 
     ``array`` is ``(H, W)`` or ``(H, W, C)``; with ``pages=True`` (TIFF only) it is a stack whose
     first axis is written page by page, as :func:`read_pages` reads it back.
     """
-    tmp, path = atomic_path(path)
-    array = np.asarray(array)
-    try:
+    path, array = Path(path), np.asarray(array)
+    if pages and not _is_tiff(path):
+        raise DataError(f"{path}: only TIFF files hold several pages; use .tif")
+    with atomic_path(path) as tmp:
         if _is_tiff(path):
             import tifffile
 
@@ -112,13 +98,7 @@ def write_image(path, array: np.ndarray, pages: bool = False) -> Path:
         else:
             import imageio.v3 as iio
 
-            if pages:
-                raise ValueError(f"{path}: only TIFF files hold several pages")
             iio.imwrite(tmp, array, extension=path.suffix)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
@@ -244,10 +224,8 @@ def cached_targets(mask_path: Path, params: WeightParams, cache_dir: Path | None
     results = [target_and_weights(page, params) for page in pages]
     targets, maps, kind = [r[0] for r in results], [r[1] for r in results], results[0][2]
     if cache_dir is not None and len({t.shape for t in targets}) == 1:
-        tmp, cached = atomic_path(cached)
-        with open(tmp, "wb") as fh:
+        with atomic_path(cached) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, targets=np.stack(targets), weights=np.stack(maps), kind=kind)
-        os.replace(tmp, cached)
     return targets, maps, kind
 
 

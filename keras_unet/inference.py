@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_unet import data, metrics, tiling, weights
+from keras_unet.errors import ModelFileError
 
 
 def resolve_model_path(path) -> Path:
@@ -15,9 +16,9 @@ def resolve_model_path(path) -> Path:
         for name in ("model.keras", "last.keras"):
             if (path / name).is_file():
                 return path / name
-        raise data.DataError(f"{path}: run folder has no model.keras or last.keras")
+        raise ModelFileError(f"{path}: run folder has no model.keras or last.keras (no epoch finished yet?)")
     if not path.is_file():
-        raise data.DataError(f"{path}: no such model file or run folder")
+        raise ModelFileError(f"{path}: no such model file or run folder")
     return path
 
 
@@ -28,11 +29,17 @@ def load_model(path):
     import keras_unet.losses  # noqa: F401  (registers the custom objects of training checkpoints)
     import keras_unet.metrics  # noqa: F401
 
+    import zipfile
+
     path = resolve_model_path(path)
+    if path.stat().st_size == 0:
+        raise ModelFileError(f"{path}: cannot load model (the file is empty)")
+    if path.suffix == ".keras" and not zipfile.is_zipfile(path):
+        raise ModelFileError(f"{path}: cannot load model (not a .keras archive: truncated or not a model file)")
     try:
         return keras.models.load_model(path, compile=False)
-    except Exception as err:
-        raise data.DataError(f"{path}: cannot load model ({type(err).__name__}: {err})".splitlines()[0]) from None
+    except Exception as err:  # Keras raises many kinds for a model it cannot rebuild
+        raise ModelFileError(f"{path}: cannot load model ({type(err).__name__}: {err})".splitlines()[0]) from None
 
 
 def predict_probabilities(model, image: np.ndarray, tile=None, batch_size: int = 1, tta: int = 1, progress=None,
@@ -97,6 +104,25 @@ def evaluate_pairs(model, pairs, tile=None, batch_size: int = 1, tta: int = 1, p
                 row.update(metrics.challenge_sweep(probabilities[..., 1], truth))
             rows.append(row)
     return rows
+
+
+def write_metrics(out_dir: Path, rows: list[dict], model, data, settings: dict) -> tuple[Path, Path]:
+    """``metrics.csv`` (one row per image, then the mean) and ``metrics.json`` (the same with the
+    model, data and evaluation settings) in ``out_dir``, each written atomically."""
+    import csv
+    import json
+
+    from keras_unet.files import atomic_path
+
+    csv_path, json_path = Path(out_dir) / "metrics.csv", Path(out_dir) / "metrics.json"
+    with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    with atomic_path(json_path) as tmp:
+        tmp.write_text(json.dumps({"model": str(model), "data": str(data), "settings": settings, "rows": rows},
+                                  indent=2))
+    return csv_path, json_path
 
 
 def mean_row(rows: list[dict]) -> dict:

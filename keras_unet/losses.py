@@ -14,6 +14,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from keras_unet.errors import SettingsError
+
 
 def center_crop_to(tensor, reference):
     """Crop ``tensor`` ``(B, H, W, K)`` to the spatial size of ``reference`` ``(B, h, w, C)``."""
@@ -122,5 +124,5 @@ LOSSES = {"wce": WeightedCrossEntropy, "dice": SoftDice, "wce+dice": WeightedCro
 def get_loss(name: str) -> keras.losses.Loss:
     """A loss by its CLI name: ``wce`` (the paper's), ``dice`` or ``wce+dice``."""
     if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; choose one of {sorted(LOSSES)}")
+        raise SettingsError(f"unknown loss {name!r}; choose one of {sorted(LOSSES)}")
     return LOSSES[name]()

@@ -14,9 +14,7 @@ import keras
 from keras import layers
 
 from keras_unet import sizes
-
-PAPER = dict(depth=5, base_filters=64, in_channels=1, n_classes=2, padding="valid", dropout=0.5)
-
+from keras_unet.errors import SettingsError
 
 def conv_block(x, filters: int, padding: str, batch_norm: bool, name: str):
     """Two 3x3 convolutions + ReLU: (h, w, c) -> (h-4, w-4, filters) when unpadded."""
@@ -75,7 +73,8 @@ def unet(
         probabilities (float32 also under mixed precision), with ``H' = sizes.output_size(H)``.
     """
     if base_filters < 1 or in_channels < 1 or n_classes < 2:
-        raise ValueError("base_filters and in_channels must be >= 1 and n_classes >= 2")
+        raise SettingsError(f"base_filters ({base_filters}) and in_channels ({in_channels}) must be >= 1 and "
+                            f"n_classes ({n_classes}) >= 2")
     crops = sizes.skip_crops(depth, padding)
 
     image = keras.Input(shape=(None, None, in_channels), name="image")

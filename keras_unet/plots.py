@@ -5,7 +5,6 @@ matplotlib with the Agg backend (no display needed); every file is written atomi
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 import numpy as np
@@ -21,17 +20,14 @@ def _pyplot():
 
 
 def _save(fig, path) -> Path:
-    from keras_unet.data import atomic_path
+    from keras_unet.files import atomic_path
 
-    tmp, path = atomic_path(path)
     try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
     finally:
-        if tmp.exists():
-            tmp.unlink()
         _pyplot().close(fig)
-    return path
+    return Path(path)
 
 
 def read_log(csv_path) -> dict[str, list[float]]:

@@ -11,16 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
-class InvalidSizeError(ValueError):
-    """An input size the network cannot take; the message names the nearest valid sizes."""
+from keras_unet.errors import InvalidSizeError, SettingsError
 
 
 def _check_args(depth: int, padding: str) -> None:
     if depth < 1:
-        raise ValueError(f"depth must be >= 1, got {depth}")
+        raise SettingsError(f"depth must be >= 1, got {depth}")
     if padding not in ("valid", "same"):
-        raise ValueError(f"padding must be 'valid' or 'same', got {padding!r}")
+        raise SettingsError(f"padding must be 'valid' or 'same', got {padding!r}")
 
 
 def _trace(size: int, depth: int, padding: str) -> tuple[int | None, list[int]]:

@@ -18,7 +18,7 @@ import json
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import keras
@@ -26,53 +26,10 @@ import numpy as np
 import tensorflow as tf
 
 from keras_unet import __version__, augment, data, inference, losses, metrics, pipeline, plots, sizes, tiling
+from keras_unet.errors import ModelFileError, SettingsError
+from keras_unet.files import atomic_path, remove_stale_temporaries
+from keras_unet.settings import TrainConfig
 from keras_unet.model import inference_model, unet
-
-
-@dataclass
-class TrainConfig:
-    """Every training setting; the defaults are the paper's where it gives one."""
-
-    data: str | None = None  # dataset folder; None = the embedded synthetic cells
-    val_data: str | None = None  # explicit validation folder; else val_fraction of data
-    val_fraction: float = 0.2
-    synthetic_images: int = 8
-    synthetic_size: int = 256
-    # model
-    depth: int = 5
-    base_filters: int = 64
-    n_classes: int = 2
-    padding: str = "valid"
-    dropout: float = 0.5
-    batch_norm: bool = False
-    # targets and weight maps
-    w0: float = 10.0
-    sigma: float = 5.0
-    border_width: int = 1
-    balance_classes: bool = True
-    mask_kind: str = "auto"
-    # optimisation
-    tile: int = 572
-    batch_size: int = 1
-    epochs: int = 50
-    steps_per_epoch: int = 100
-    optimizer: str = "sgd"
-    learning_rate: float = 0.01
-    momentum: float = 0.99
-    lr_schedule: str = "constant"  # constant | cosine
-    loss: str = "wce"
-    early_stopping: int = 0  # patience in epochs; 0 = off
-    mixed_precision: bool = False
-    max_minutes: float = 0.0  # stop after this wall time; 0 = no limit
-    tensorboard: bool = False
-    augment: bool = True
-    seed: int = 0
-    strategy: str = "default"  # default | mirrored | multiworker
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
 
 
 def versions() -> dict:
@@ -81,23 +38,21 @@ def versions() -> dict:
 
 
 def write_json(path, value) -> None:
-    tmp, path = data.atomic_path(path)
-    tmp.write_text(json.dumps(value, indent=2, default=str))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(value, indent=2, default=str))
 
 
 def save_model_atomic(model: keras.Model, path) -> None:
-    """``model.save`` to a temporary ``.keras`` file in the same folder, then rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
+    """``model.save`` through :func:`keras_unet.files.atomic_path` (a ``.keras`` temporary)."""
+    with atomic_path(path) as tmp:
+        model.save(tmp)
 
 
 def load_data(config: TrainConfig) -> tuple[data.Dataset, data.Dataset]:
     """``(train, validation)`` datasets from the configured folders or the synthetic default."""
-    params = data.WeightParams(config.w0, config.sigma, config.border_width, config.balance_classes,
-                               config.n_classes, config.mask_kind)
+    params = data.WeightParams(w0=config.w0, sigma=config.sigma, border_width=config.border_width,
+                               balance_classes=config.balance_classes, n_classes=config.n_classes,
+                               mask_kind=config.mask_kind)
     if config.data is None:
         full = data.synthetic_dataset(config.synthetic_images, (config.synthetic_size,) * 2, config.seed, params)
     else:
@@ -114,17 +69,17 @@ def make_optimizer(config: TrainConfig, total_steps: int):
     if config.lr_schedule == "cosine":
         rate = keras.optimizers.schedules.CosineDecay(config.learning_rate, max(total_steps, 1))
     elif config.lr_schedule != "constant":
-        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {config.lr_schedule!r}")
+        raise SettingsError(f"lr_schedule must be 'constant' or 'cosine', got {config.lr_schedule!r}")
     if config.optimizer == "sgd":
         return keras.optimizers.SGD(rate, momentum=config.momentum)
     if config.optimizer == "adam":
         return keras.optimizers.Adam(rate)
-    raise ValueError(f"optimizer must be 'sgd' or 'adam', got {config.optimizer!r}")
+    raise SettingsError(f"optimizer must be 'sgd' or 'adam', got {config.optimizer!r}")
 
 
 def build_model(config: TrainConfig, channels: int, input_range) -> keras.Model:
-    model = unet(config.depth, config.base_filters, channels, config.n_classes, config.padding,
-                 config.dropout, config.batch_norm, input_range)
+    model = unet(depth=config.depth, base_filters=config.base_filters, in_channels=channels, n_classes=config.n_classes,
+                 padding=config.padding, dropout=config.dropout, batch_norm=config.batch_norm, input_range=input_range)
     model.compile(
         optimizer=make_optimizer(config, config.epochs * config.steps_per_epoch),
         loss=losses.get_loss(config.loss),
@@ -161,10 +116,11 @@ class TimeLimit(keras.callbacks.Callback):
     def __init__(self, minutes: float):
         super().__init__()
         self.deadline = time.monotonic() + 60.0 * minutes
+        self.stopped = False
 
     def on_train_batch_end(self, batch, logs=None):
         if time.monotonic() > self.deadline:
-            self.model.stop_training = True
+            self.model.stop_training = self.stopped = True
 
 
 def distribution_strategy(name: str):
@@ -176,7 +132,7 @@ def distribution_strategy(name: str):
         return tf.distribute.MirroredStrategy()
     if name == "multiworker":
         return tf.distribute.MultiWorkerMirroredStrategy()
-    raise ValueError(f"strategy must be default, mirrored or multiworker, got {name!r}")
+    raise SettingsError(f"strategy must be default, mirrored or multiworker, got {name!r}")
 
 
 def is_chief() -> bool:
@@ -229,30 +185,46 @@ def _patch_multiworker_fit(model: keras.Model) -> None:
     model._maybe_symbolic_build = maybe_symbolic_build
 
 
-def fit(config: TrainConfig, run_dir, resume: bool = False, verbose: int = 1, datasets=None) -> dict:
-    """Train into ``run_dir`` (created); with ``resume``, continue its ``last.keras``.
+def fit(config: TrainConfig, run_dir, verbose: int = 1, datasets=None) -> dict:
+    """Train a new run into ``run_dir`` (created; settings checked before anything is written).
 
     ``datasets``: an optional ``(train, validation)`` pair of :class:`keras_unet.data.Dataset`
     used instead of the configured folders.
 
-    Returns the final state: ``{"epoch", "best", "best_epoch", "history", "model"}``.
+    Returns the final state: ``{"epoch", "best", "best_epoch", "history", "model", "config", "time_limited"}``.
     Keras's global dtype policy (changed by ``mixed_precision``) is restored on return.
     """
+    return _run(config.validated(), Path(run_dir), {"epoch": 0, "best": float("inf")}, False, verbose, datasets)
+
+
+def resume(run_dir, epochs: int | None = None, verbose: int = 1, datasets=None) -> dict:
+    """Continue the run in ``run_dir`` with the settings of its ``config.json``, from its
+    ``last.keras`` (optimizer state included) or, where no epoch finished, from the start.
+
+    ``epochs``: a new total number of epochs (to train longer than first planned).
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise ModelFileError(f"{run_dir}: not a run folder to resume (no config.json); start it anew with --out")
+    config = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text())["config"])
+    if epochs is not None:
+        config = config.updated(epochs=epochs)
+    has_checkpoint = (run_dir / "last.keras").is_file()
+    state = {"epoch": 0, "best": float("inf")}
+    if has_checkpoint and (run_dir / "state.json").is_file():
+        state = json.loads((run_dir / "state.json").read_text())
+    return _run(config.validated(), run_dir, state, has_checkpoint, verbose, datasets)
+
+
+def _run(config: TrainConfig, run_dir: Path, state: dict, from_checkpoint: bool, verbose: int, datasets) -> dict:
     policy = keras.mixed_precision.global_policy()
     try:
-        return _fit(config, Path(run_dir), resume, verbose, datasets)
+        return _train(config, run_dir, state, from_checkpoint, verbose, datasets)
     finally:
         keras.mixed_precision.set_global_policy(policy)
 
 
-def _fit(config: TrainConfig, run_dir: Path, resume: bool, verbose: int, datasets) -> dict:
-    state = {"epoch": 0, "best": float("inf")}
-    if resume:
-        if not (run_dir / "config.json").is_file() or not (run_dir / "last.keras").is_file():
-            raise FileNotFoundError(f"{run_dir}: not a run folder to resume (needs config.json and last.keras)")
-        config = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text())["config"])
-        if (run_dir / "state.json").is_file():
-            state = json.loads((run_dir / "state.json").read_text())
+def _train(config: TrainConfig, run_dir: Path, state: dict, resume: bool, verbose: int, datasets) -> dict:
     sizes.check_input_size(config.tile, config.depth, config.padding)
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16")
@@ -264,6 +236,7 @@ def _fit(config: TrainConfig, run_dir: Path, resume: bool, verbose: int, dataset
     input_range = train_data.input_range()
     if chief:
         run_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(run_dir)  # left by a process killed while writing
     if chief and not resume:
         write_json(run_dir / "config.json", {"config": asdict(config), "input_range": input_range,
                                              "versions": versions(), "data_notes": train_data.notes,
@@ -289,8 +262,9 @@ def _fit(config: TrainConfig, run_dir: Path, resume: bool, verbose: int, dataset
     if config.early_stopping:
         callbacks.append(keras.callbacks.EarlyStopping(patience=config.early_stopping,
                                                        monitor="val_loss" if val_ds else "loss"))
-    if config.max_minutes:
-        callbacks.append(TimeLimit(config.max_minutes))
+    time_limit = TimeLimit(config.max_minutes) if config.max_minutes else None
+    if time_limit:
+        callbacks.append(time_limit)
     if config.tensorboard and chief:
         callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard")))
 
@@ -301,7 +275,8 @@ def _fit(config: TrainConfig, run_dir: Path, resume: bool, verbose: int, dataset
                             callbacks=callbacks, verbose=verbose, shuffle=False).history
     if chief:
         write_report(run_dir, val_data if len(val_data) else train_data)
-    return {**state, "history": history, "model": model}
+    return {**state, "history": history, "model": model, "config": config,
+            "time_limited": bool(time_limit and time_limit.stopped)}
 
 
 def write_report(run_dir: Path, dataset: data.Dataset, n_samples: int = 2) -> None:
@@ -310,7 +285,7 @@ def write_report(run_dir: Path, dataset: data.Dataset, n_samples: int = 2) -> No
         plots.training_curves(run_dir / "log.csv", run_dir / "curves.png")
     try:
         model = inference.load_model(run_dir)  # model.keras, else last.keras
-    except data.DataError:
+    except ModelFileError:
         return  # no epoch finished yet
     picks = list(range(min(n_samples, len(dataset))))
     probabilities = [tiling.predict_tiled(model, dataset.images[i]) for i in picks]

@@ -15,6 +15,8 @@ import math
 import numpy as np
 from scipy import ndimage
 
+from keras_unet.errors import SettingsError
+
 
 def instances_from_binary(mask: np.ndarray, connectivity: int = 1) -> np.ndarray:
     """Label the connected components of a binary mask: ``(H, W)`` bool -> int32 instance image."""
@@ -117,7 +119,7 @@ def weight_map(
         w_c = np.ones(2, np.float32)
     elif isinstance(class_weights, str):
         if class_weights != "balanced":
-            raise ValueError(f"class_weights must be 'balanced', None or an array, got {class_weights!r}")
+            raise SettingsError(f"class_weights must be 'balanced', None or an array, got {class_weights!r}")
         w_c = balanced_class_weights(target, 2)
     else:
         w_c = np.asarray(class_weights, np.float32)

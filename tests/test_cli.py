@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from keras_unet import data
@@ -38,7 +39,35 @@ def test_fit_tiny_writes_run_folder(tmp_path):
     for name in ("model.keras", "config.json", "log.csv", "curves.png", "samples.png"):
         assert (out / name).is_file()
     again = run("fit", "--depth", 3, "--out", out)
-    assert again.exit_code != 0 and "exists and is not empty" in again.output
+    assert again.exit_code == 2 and "holds a run already; continue it with --resume" in again.output
+    longer = run("fit", "--resume", out, "--epochs", 2)
+    assert longer.exit_code == 0, longer.output
+    assert len((out / "log.csv").read_text().splitlines()) == 3  # header + epochs 1 and 2
+    other = run("fit", "--resume", out, "--tile", 84)
+    assert other.exit_code == 2 and "only --epochs may change" in other.output
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--steps", 0, "--steps must be >= 1"), ("--batch-size", 0, "--batch-size must be >= 1"),
+    ("--base-filters", 0, "--base-filters must be >= 1"), ("--classes", 1, "--classes must be >= 2"),
+    ("--dropout", 1.5, "--dropout must be in [0, 1)"), ("--epochs", 0, "--epochs must be >= 1")])
+def test_fit_settings_out_of_range_are_refused_before_anything_is_written(tmp_path, option, value, message):
+    out = tmp_path / "run"
+    result = run("fit", option, value, "--out", out)
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_a_run_stopped_before_its_first_epoch_resumes_from_the_start(tmp_path):
+    out = tmp_path / "run"
+    result = run("fit", "--depth", 3, "--base-filters", 4, "--tile", 68, "--epochs", 1, "--steps", 2, "--out", out)
+    assert result.exit_code == 0, result.output
+    for name in ("last.keras", "model.keras", "state.json", "log.csv"):
+        (out / name).unlink()  # as if stopped (Ctrl-C) during epoch 1: config.json only
+    (out / f".last.keras.{2**22 + 12345}.tmp.keras").write_bytes(b"half")  # a killed writer's leftover
+    resumed = run("fit", "--resume", out)
+    assert resumed.exit_code == 0, resumed.output
+    assert (out / "last.keras").is_file() and not list(out.glob(".*.tmp*"))
 
 
 def test_fit_invalid_tile_is_one_line_error(tmp_path):

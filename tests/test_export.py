@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from keras_unet import export, tiling
 from keras_unet.cli.main import main
-from keras_unet.data import DataError
+from keras_unet.errors import ModelFileError
 from keras_unet.model import unet
 
 
@@ -219,5 +219,5 @@ def test_cli_export_and_clear_errors(model_file, tmp_path):
                                    "--out", str(tmp_path / "serving")])
     assert corrupt.exit_code == 2 and "corrupt.keras: cannot load model" in corrupt.output
     assert not (tmp_path / "serving").exists() or not list((tmp_path / "serving").rglob("saved_model.pb"))
-    with pytest.raises(DataError, match="no such model file"):
+    with pytest.raises(ModelFileError, match="no such model file"):
         export.resolve_model(tmp_path / "nothing")

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from keras_unet import train
+from keras_unet.errors import ModelFileError
 
 TINY = dict(depth=3, base_filters=4, tile=68, batch_size=2, epochs=2, steps_per_epoch=3,
             synthetic_images=3, synthetic_size=64, optimizer="adam", learning_rate=1e-3)
@@ -63,7 +64,7 @@ def test_resume_continues_epochs_and_optimizer(tmp_path):
     import keras
 
     iterations_before = int(keras.models.load_model(interrupted / "last.keras").optimizer.iterations)
-    state = train.fit(train.TrainConfig(), interrupted, resume=True, verbose=0)
+    state = train.resume(interrupted, verbose=0)
     assert iterations_before == 2 * TINY["steps_per_epoch"]
     assert state["epoch"] == 4
     log = (interrupted / "log.csv").read_text().splitlines()
@@ -74,8 +75,8 @@ def test_resume_continues_epochs_and_optimizer(tmp_path):
 
 
 def test_resume_of_a_folder_without_checkpoint_is_clear(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not a run folder to resume"):
-        train.fit(train.TrainConfig(), tmp_path, resume=True)
+    with pytest.raises(ModelFileError, match="not a run folder to resume"):
+        train.resume(tmp_path)
 
 
 def test_time_limit_stops_early(tmp_path):
@@ -129,7 +130,7 @@ def test_sigkill_mid_epoch_then_resume(tmp_path):
     config_file = json.loads((run / "config.json").read_text())
     config_file["config"]["epochs"] = killed_at + 2
     (run / "config.json").write_text(json.dumps(config_file))
-    state = train.fit(train.TrainConfig(), run, resume=True, verbose=0)
+    state = train.resume(run, verbose=0)
     assert state["epoch"] == killed_at + 2
     epochs = [int(row.split(",")[0]) for row in (run / "log.csv").read_text().splitlines()[1:]]
     assert epochs[-2:] == [killed_at, killed_at + 1]  # continued, not restarted

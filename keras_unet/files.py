@@ -1,0 +1,84 @@
+"""Atomic writes: the one way the project writes a file or folder.
+
+Everything is written under a temporary name in the target's folder and renamed into place only
+when complete, so a crash or kill at any moment leaves either the old file or the new one, never a
+half-written one. Temporary names carry the writing process's id (``.NAME.<pid>.tmp…``), so
+:func:`remove_stale_temporaries` can clear what killed processes left behind.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+_STALE = re.compile(r"^\..+\.(\d+)\.tmp")
+
+
+def temporary_name(path: Path) -> Path:
+    """``.NAME.<pid>.tmp<suffix>`` beside ``path`` (the suffix kept for writers that read it)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
+
+
+@contextmanager
+def atomic_path(path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it to ``path`` when the block succeeds.
+
+    On any exception (or a file the block never wrote) nothing is renamed and the temporary is
+    removed: ``with atomic_path(out) as tmp: tmp.write_text(...)``. Folders are made as needed;
+    the file gets the usual permissions (umask), not mkstemp's 0600.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_name(path)
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise FileNotFoundError(f"{path}: nothing was written")
+        os.replace(tmp, path)
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif tmp.exists():
+            tmp.unlink()
+
+
+@contextmanager
+def atomic_directory(path) -> Iterator[Path]:
+    """Like :func:`atomic_path` for a folder: yield a temporary folder path (not yet created),
+    rename it to ``path`` (which must not exist) when the block succeeds, remove it otherwise."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_name(path)
+    try:
+        yield tmp
+        tmp.rename(path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder) -> list[Path]:
+    """Remove temporaries in ``folder`` left by writers that are no longer running; returns them."""
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        match = _STALE.match(entry.name)
+        if match and not _alive(int(match.group(1))):
+            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed

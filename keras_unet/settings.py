@@ -1,0 +1,120 @@
+"""Every setting of a training run and the presets, in one place, without TensorFlow.
+
+:class:`TrainConfig` holds the settings (the paper's values as defaults, where it gives one);
+:data:`PRESETS` the named starting points: ``paper`` (the defaults) and ``demo`` (what
+``keras-unet fit`` without ``--data`` trains: a small network that learns the synthetic cells in
+about two minutes on 2 CPU cores). Settings are passed by keyword.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+from keras_unet.errors import SettingsError
+
+@dataclass
+class TrainConfig:
+    """Every training setting; the defaults are the paper's where it gives one."""
+
+    data: str | None = None  # dataset folder; None = the embedded synthetic cells
+    val_data: str | None = None  # explicit validation folder; else val_fraction of data
+    val_fraction: float = 0.2
+    synthetic_images: int = 8
+    synthetic_size: int = 256
+    # model
+    depth: int = 5
+    base_filters: int = 64
+    n_classes: int = 2
+    padding: str = "valid"
+    dropout: float = 0.5
+    batch_norm: bool = False
+    # targets and weight maps
+    w0: float = 10.0
+    sigma: float = 5.0
+    border_width: int = 1
+    balance_classes: bool = True
+    mask_kind: str = "auto"
+    # optimisation
+    tile: int = 572
+    batch_size: int = 1
+    epochs: int = 50
+    steps_per_epoch: int = 100
+    optimizer: str = "sgd"
+    learning_rate: float = 0.01
+    momentum: float = 0.99
+    lr_schedule: str = "constant"  # constant | cosine
+    loss: str = "wce"
+    early_stopping: int = 0  # patience in epochs; 0 = off
+    mixed_precision: bool = False
+    max_minutes: float = 0.0  # stop after this wall time; 0 = no limit
+    tensorboard: bool = False
+    augment: bool = True
+    seed: int = 0
+    strategy: str = "default"  # default | mirrored | multiworker
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def validated(self) -> "TrainConfig":
+        """``self`` if every setting is in range, else :class:`SettingsError` naming the option.
+
+        Checked before a run folder is made, so a bad setting never leaves a half-made run.
+        """
+        positive = ("base_filters", "depth", "tile", "batch_size", "epochs", "steps_per_epoch", "synthetic_images",
+                    "synthetic_size")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{_flag(name)} must be >= 1, got {getattr(self, name)}")
+        checks = [
+            ("n_classes", self.n_classes >= 2, ">= 2 (two classes for a binary segmentation)"),
+            ("dropout", 0.0 <= self.dropout < 1.0, "in [0, 1)"),
+            ("val_fraction", 0.0 <= self.val_fraction < 1.0, "in [0, 1)"),
+            ("learning_rate", self.learning_rate > 0, "> 0"),
+            ("momentum", 0.0 <= self.momentum < 1.0, "in [0, 1)"),
+            ("w0", self.w0 >= 0, ">= 0"),
+            ("sigma", self.sigma > 0, "> 0"),
+            ("border_width", self.border_width >= 0, ">= 0"),
+            ("early_stopping", self.early_stopping >= 0, ">= 0 (0 = off)"),
+            ("max_minutes", self.max_minutes >= 0, ">= 0 (0 = no limit)"),
+            ("padding", self.padding in ("valid", "same"), "'valid' or 'same'"),
+            ("optimizer", self.optimizer in ("sgd", "adam"), "'sgd' or 'adam'"),
+            ("lr_schedule", self.lr_schedule in ("constant", "cosine"), "'constant' or 'cosine'"),
+            ("loss", self.loss in ("wce", "dice", "wce+dice"), "'wce', 'dice' or 'wce+dice'"),
+            ("mask_kind", self.mask_kind in ("auto", "binary", "instance", "classes"), "auto, binary, instance or classes"),
+            ("strategy", self.strategy in ("default", "mirrored", "multiworker"), "default, mirrored or multiworker"),
+        ]
+        for name, ok, rule in checks:
+            if not ok:
+                raise SettingsError(f"{_flag(name)} must be {rule}, got {getattr(self, name)!r}")
+        return self
+
+    def updated(self, **changes) -> "TrainConfig":
+        """A copy with ``changes`` (keywords of the fields)."""
+        unknown = set(changes) - {f.name for f in fields(self)}
+        if unknown:
+            raise SettingsError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        return replace(self, **changes)
+
+
+# The CLI's option for each setting whose name differs, for messages the user can act on.
+FLAGS = {"steps_per_epoch": "--steps", "n_classes": "--classes", "learning_rate": "--lr",
+         "synthetic_images": "synthetic_images", "synthetic_size": "synthetic_size", "val_fraction": "--val-fraction"}
+
+
+def _flag(name: str) -> str:
+    return FLAGS.get(name, "--" + name.replace("_", "-"))
+
+
+PRESETS = {
+    "paper": {},
+    "demo": dict(base_filters=16, tile=316, batch_size=2, epochs=30, steps_per_epoch=20, optimizer="adam",
+                 learning_rate=1e-3, max_minutes=2.5, synthetic_images=10),
+}
+
+
+def preset(name: str, **changes) -> TrainConfig:
+    """The :class:`TrainConfig` of a preset, with ``changes`` on top, validated."""
+    if name not in PRESETS:
+        raise SettingsError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return TrainConfig(**{**PRESETS[name], **changes}).validated()
