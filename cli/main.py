@@ -15,7 +15,6 @@ import click
 
 from keras_unet import __version__
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter off the terminal
 
 # Settings of `keras-unet fit` without --data: a small network that learns the synthetic cells
 # in about two minutes on 2 CPU cores.
@@ -56,8 +55,30 @@ def one_line(err: BaseException) -> str:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="keras-unet")
-def main():
+@click.option("--verbose", is_flag=True, help="Show TensorFlow's start-up and log messages.")
+def main(verbose):
     """U-Net (Ronneberger et al., 2015) for microscopy segmentation: train, predict, evaluate, export."""
+    if not verbose and not {"-h", "--help"} & set(sys.argv):
+        import_tensorflow_quietly()
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow with its start-up banners (absl and oneDNN lines, written by C++ to the
+    process's stderr before any log level applies) kept off the terminal; numerics unchanged.
+    Only the import is silenced: errors and warnings after it still reach stderr."""
+    if "tensorflow" in sys.modules:
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        import tensorflow as tf
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+    tf.get_logger().setLevel("ERROR")
 
 
 # -- fit ---------------------------------------------------------------------------------------

@@ -90,11 +90,12 @@ def write_image(path, array: np.ndarray, pages: bool = False) -> Path:
         if _is_tiff(path):
             import tifffile
 
-            with tifffile.TiffWriter(tmp) as tif:
-                for page in (array if pages else [array]):
-                    rgb = page.ndim == 3 and page.shape[-1] in (3, 4) and page.dtype == np.uint8
-                    tif.write(page, photometric="rgb" if rgb else "minisblack",
-                              planarconfig="contig" if page.ndim == 3 else None)
+            page = array[0] if pages else array
+            rgb = page.ndim == 3 and page.shape[-1] in (3, 4) and page.dtype == np.uint8
+            # One series: a stack reads back whole with tifffile.imread (and ImageJ/Fiji) as well as
+            # page by page with read_pages.
+            tifffile.imwrite(tmp, array, photometric="rgb" if rgb else "minisblack",
+                             planarconfig="contig" if page.ndim == 3 else None)
         else:
             import imageio.v3 as iio
 

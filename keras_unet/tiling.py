@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from keras_unet import sizes
+from keras_unet.errors import SettingsError
 from keras_unet.model import unet_config
 
 
@@ -137,11 +138,21 @@ def predict_tiled(model, image: np.ndarray, tile: int | None = None, batch_size:
 
 
 def resolve_tile(model, image_shape, tile: int | None = None, batch_size: int = 1, memory_mb: int = 4096) -> int:
-    """``tile`` if given, else :func:`default_tile` for this model and image."""
-    if tile:
-        return tile
+    """``tile`` if given (checked against the same memory estimate that picks the default), else
+    :func:`default_tile` for this model and image."""
     config = unet_config(model)
-    return default_tile(image_shape, config["depth"], config["padding"], config["base_filters"], batch_size, memory_mb)
+    if not tile:
+        return default_tile(image_shape, config["depth"], config["padding"], config["base_filters"], batch_size,
+                            memory_mb)
+    sizes.check_input_size(tile, config["depth"], config["padding"])
+    if estimate_tile_bytes(tile, config["base_filters"], batch_size) > memory_mb * 2**20:
+        fits = [s for s in sizes.valid_input_sizes(tile, config["depth"], config["padding"])
+                if estimate_tile_bytes(s, config["base_filters"], batch_size) <= memory_mb * 2**20]
+        advice = f"use --tile {fits[-1]} or smaller" if fits else "lower --batch-size"
+        raise SettingsError(f"--tile {tile} with --batch-size {batch_size} needs about "
+                            f"{estimate_tile_bytes(tile, config['base_filters'], batch_size) / 2**30:.1f} GB, over "
+                            f"--memory-mb {memory_mb}; {advice} (or raise --memory-mb)")
+    return tile
 
 
 def count_tiles(image_shape, tile: int, depth: int = 5, padding: str = "valid") -> int:

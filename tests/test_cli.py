@@ -143,3 +143,39 @@ def test_inspect_data_writes_grid(tmp_path):
     assert result.exit_code == 0, result.output
     assert "samples: 2" in result.output and "masks: instance" in result.output
     assert (tmp_path / "grid.png").stat().st_size > 10_000
+
+
+def test_cli_errors_are_one_line_without_tensorflow_banners(tmp_path):
+    """A user sees exactly the error line: no absl/oneDNN start-up banners (they return with --verbose)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "broken.keras").write_bytes(b"")
+    data.write_image(tmp_path / "img.png", np.zeros((8, 8), np.uint8))
+    command = [sys.executable, "-m", "keras_unet.cli.main", "predict", str(tmp_path / "broken.keras"), str(tmp_path / "img.png")]
+    done = subprocess.run(command, capture_output=True, text=True, env={k: v for k, v in __import__("os").environ.items()
+                                                                          if k != "TF_CPP_MIN_LOG_LEVEL"})
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [f"Error: {tmp_path / 'broken.keras'}: cannot load model (the file is empty)"]
+    verbose = subprocess.run(command[:3] + ["--verbose"] + command[3:], capture_output=True, text=True)
+    assert verbose.returncode == 2 and len(verbose.stderr.splitlines()) > 1
+
+
+def test_explicit_tile_is_checked_against_the_memory_budget(tmp_path):
+    model = threshold_model(tmp_path / "m.keras")
+    data.write_image(tmp_path / "img.png", np.zeros((64, 64), np.uint8))
+    result = run("predict", model, tmp_path / "img.png", "--tile", 5004, "--memory-mb", 64, "--out", tmp_path / "p")
+    assert result.exit_code == 2 and "--tile 5004" in result.output and "use --tile" in result.output
+    assert not (tmp_path / "p").exists()
+
+
+def test_a_predicted_stack_reads_back_whole(tmp_path):
+    import tifffile
+
+    model = threshold_model(tmp_path / "m.keras")
+    stack = np.random.default_rng(0).integers(0, 256, (3, 40, 30)).astype(np.uint8)
+    data.write_image(tmp_path / "stack.tif", stack, pages=True)
+    assert run("predict", model, tmp_path / "stack.tif", "--out", tmp_path / "p", "--format", "tif").exit_code == 0
+    labels = tifffile.imread(tmp_path / "p" / "stack.tif")
+    assert labels.shape == (3, 40, 30)
+    np.testing.assert_array_equal(labels, (stack > 127).astype(np.uint8))
