@@ -132,7 +132,7 @@ def fit_options(fn):
 def fit(data_dir, out_dir, resume_dir, no_augment, paper, **options):
     """Train a U-Net; writes a run folder (model, config, log, plots)."""
     from keras_unet import settings, train
-    from keras_unet.files import remove_stale_temporaries
+    from keras_unet.files import ensure_writable_folder, remove_stale_temporaries
 
     chosen = {k: v for k, v in options.items() if v is not None}
     if resume_dir:
@@ -147,6 +147,8 @@ def fit(data_dir, out_dir, resume_dir, no_augment, paper, **options):
         config = settings.preset(name, **chosen, data=data_dir, augment=not no_augment)
         run_dir = Path(out_dir) if out_dir else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
         remove_stale_temporaries(run_dir)
+        if not run_dir.exists():
+            ensure_writable_folder(run_dir.parent)
         if (run_dir / "config.json").is_file():
             raise InputError(f"{run_dir}: holds a run already; continue it with --resume {run_dir} or use another --out")
         if run_dir.exists() and any(run_dir.iterdir()):
@@ -191,13 +193,17 @@ def _verbosity() -> int:
 def predict(model_path, inputs, out_dir, tile, batch_size, memory_mb, tta, kind, threshold):
     """Segment images of any size with overlap-tile prediction (each page of a stack)."""
     from keras_unet import data, inference, tiling
+    from keras_unet.files import ensure_writable_folder
     from keras_unet.model import unet_config
 
+    ensure_writable_folder(out_dir)
     model = inference.load_model(model_path)
     config = unet_config(model)
     files = [f for path in inputs for f in data.find_images(path)]
     for number, path in enumerate(files, start=1):
         pages = data.read_pages(path)
+        for warning in dict.fromkeys(w for page in pages for w in inference.check_image(page, config, path)):
+            click.echo(f"warning: {warning}", err=True)
         tiles = [tiling.resolve_tile(model, page.shape, tile, batch_size, memory_mb) for page in pages]
         total = tta * sum(tiling.count_tiles(page.shape, t, config["depth"], config["padding"]) for page, t in zip(pages, tiles))
         outputs = []
@@ -229,7 +235,10 @@ def predict(model_path, inputs, out_dir, tile, batch_size, memory_mb, tta, kind,
 def evaluate(model_path, data_dir, out_dir, tile, batch_size, tta, threshold, sweep):
     """Pixel error, ISBI 2012 Rand / warping error, V_Rand, V_Info, adapted Rand, IoU, Dice, SEG."""
     from keras_unet import data, inference
+    from keras_unet.files import ensure_writable_folder
 
+    if out_dir:
+        ensure_writable_folder(out_dir)
     model = inference.load_model(model_path)
     pairs = data.find_pairs(data_dir)
     rows = []
@@ -258,16 +267,24 @@ def evaluate(model_path, data_dir, out_dir, tile, batch_size, tta, threshold, sw
 @click.option("--out", "png_path", type=click.Path(dir_okay=False), default="augmented.png", show_default=True,
               help="PNG grid of augmented samples with their weight maps.")
 @click.option("--tile", type=int, default=252, show_default=True)
-@click.option("--samples", type=int, default=6, show_default=True)
+@click.option("--samples", type=click.IntRange(min=1), default=6, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--mask-kind", type=click.Choice(["auto", "binary", "instance", "classes"]), default="auto",
+              show_default=True, help="How to read masks (as for fit).")
+@click.option("--classes", "n_classes", type=click.IntRange(min=2), default=2, show_default=True)
 @user_errors
-def inspect_data(data_dir, png_path, tile, samples, seed):
-    """Check a dataset (counts, sizes, mask kinds, class frequencies) and draw augmented samples."""
+def inspect_data(data_dir, png_path, tile, samples, seed, mask_kind, n_classes):
+    """Check a dataset (counts, sizes, mask kinds, class frequencies, what fit would refuse) and
+    draw augmented samples."""
     import numpy as np
 
     from keras_unet import data, pipeline, plots
 
-    dataset = data.load_dataset(data_dir) if data_dir else data.synthetic_dataset()
+    from keras_unet.files import ensure_writable_folder
+
+    ensure_writable_folder(Path(png_path).parent)
+    params = data.WeightParams(mask_kind=mask_kind, n_classes=n_classes)
+    dataset = data.load_dataset(data_dir, params) if data_dir else data.synthetic_dataset()
     shapes = sorted({t.shape for t in dataset.targets})
     dtypes = sorted({str(im.dtype) for im in dataset.images})
     freq = np.bincount(np.concatenate([t.ravel() for t in dataset.targets]))
@@ -276,6 +293,10 @@ def inspect_data(data_dir, png_path, tile, samples, seed):
     for note in dataset.notes:
         click.echo(note)
     click.echo("class frequencies: " + ", ".join(f"{k}: {100 * v / freq.sum():.1f}%" for k, v in enumerate(freq)))
+    for problem in dataset.problems:
+        click.echo(f"problem: {problem}")
+    if dataset.problems:
+        raise InputError(f"{len(dataset.problems)} problem(s) found: keras-unet fit would refuse this dataset")
     data.check_tile_fits(dataset, tile)
     batch = next(iter(pipeline.training_dataset(dataset, tile, samples, value_range=dataset.input_range(), seed=seed)))
     path = plots.augmented_grid(batch[0].numpy(), batch[1].numpy(), png_path)
@@ -300,7 +321,12 @@ def export(model_path, fmt, out_dir, name, version, quantize, tile, verify):
     """Export a trained model as a TF Serving SavedModel or a TFLite file."""
     from keras_unet import export as exporters
 
+    from keras_unet.files import ensure_writable_folder, remove_stale_temporaries
+
     model_file = exporters.resolve_model(model_path)
+    ensure_writable_folder(out_dir)
+    for folder in (Path(out_dir), Path(out_dir) / name):
+        remove_stale_temporaries(folder)  # left by an export that was killed
     if fmt == "savedmodel":
         path = exporters.export_savedmodel(model_file, out_dir, name=name, version=version, tile=tile)
     else:

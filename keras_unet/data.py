@@ -141,6 +141,18 @@ def find_pairs(directory) -> list[tuple[Path, Path]]:
     return pairs
 
 
+def unpaired_images(directory) -> list[Path]:
+    """Images of a dataset folder that no mask pairs with (they are not used for training)."""
+    root = Path(directory)
+    paired = {image for image, _ in find_pairs(root)}
+    image_dir = _first_dir(root, IMAGE_DIRS) if _first_dir(root, MASK_DIRS) else None
+    if image_dir:
+        return [p for p in _images_in(image_dir) if p not in paired]
+    masks = {mask for _, mask in find_pairs(root)}
+    return [p for p in _images_in(root) if p not in paired and p not in masks
+            and not any(p.stem.endswith(s) for s in MASK_SUFFIXES)]
+
+
 def find_images(path) -> list[Path]:
     """Image files of a folder (its ``images/`` subfolder if present), or the one file given."""
     path = Path(path)
@@ -243,7 +255,16 @@ class Dataset:
     weights: list = field(default_factory=list)
     sources: list = field(default_factory=list)
     mask_kinds: list = field(default_factory=list)
-    notes: list = field(default_factory=list)
+    notes: list = field(default_factory=list)  # what was found, for the user to know
+    problems: list = field(default_factory=list)  # what training would silently get wrong: fit refuses
+
+    def check(self) -> "Dataset":
+        """``self`` if :attr:`problems` is empty, else a :class:`DataError` with the first one."""
+        if self.problems:
+            more = f" (and {len(self.problems) - 1} more problem(s); keras-unet inspect-data lists them)" \
+                if len(self.problems) > 1 else ""
+            raise DataError(self.problems[0] + more)
+        return self
 
     def __len__(self) -> int:
         return len(self.images)
@@ -282,7 +303,7 @@ class Dataset:
     def subset(self, indices) -> "Dataset":
         pick = lambda items: [items[i] for i in indices]  # noqa: E731
         return Dataset(pick(self.images), pick(self.targets), pick(self.weights), pick(self.sources),
-                       pick(self.mask_kinds), list(self.notes))
+                       pick(self.mask_kinds), list(self.notes), list(self.problems))
 
 
 def _as_hwc(image: np.ndarray) -> np.ndarray:
@@ -321,12 +342,60 @@ def load_pairs(pairs, params: WeightParams = WeightParams(), cache_dir: Path | N
         if kind == "binary":
             note += " (larger value = object; 0/255 masks are mapped to 0/1)"
         out.notes.append(note)
+    out.problems += dataset_problems(out, [mask for _, mask in pairs], params)
     return out
 
 
+def _examples(names, n: int = 3) -> str:
+    names = [Path(str(name).split("[")[0]).name for name in names]
+    names = list(dict.fromkeys(names))
+    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
+
+
+def dataset_problems(dataset: Dataset, mask_paths, params: WeightParams) -> list[str]:
+    """What training would get wrong without a word, each a line naming files and the fix:
+    mixed bit depths, non-finite pixels, no object in any mask, mask values that do not fit the
+    mask kind or the number of classes. (Some empty masks are a note, not a problem.)"""
+    problems = []
+    depths = {}
+    for image, source in zip(dataset.images, dataset.sources):
+        depths.setdefault(str(image.dtype), []).append(source)
+        if image.dtype.kind == "f" and not np.all(np.isfinite(image)):
+            problems.append(f"{source.split('[')[0]}: image has NaN or infinite pixel values; fix or drop it")
+    if len({d for d in depths if d not in ("bool",)}) > 1:
+        problems.append("images mix bit depths (" + "; ".join(f"{d}: {_examples(s)}" for d, s in sorted(depths.items()))
+                        + "): one input range would squash the smaller ones; convert them to one bit depth")
+    empty = [s for s, t in zip(dataset.sources, dataset.targets) if not np.any(t > 0)]
+    if empty and len(empty) == len(dataset):
+        problems.append(f"every mask is empty (no object pixels, e.g. {_examples(empty)}): nothing to learn; "
+                        "check the mask files")
+    elif empty:
+        dataset.notes.append(f"{len(empty)} mask(s) without any object: {_examples(empty)}")
+    for path in dict.fromkeys(mask_paths):
+        values = np.unique(np.concatenate([np.unique(page) for page in read_pages(path)]))
+        if params.mask_kind == "binary" and values.size > 2:
+            problems.append(f"{path}: mask has {values.size} values {_values(values)} but --mask-kind binary takes "
+                            "two; use --mask-kind instance or classes")
+        elif params.n_classes > 2 and values.size <= 2:
+            problems.append(f"{path}: mask has {values.size} values {_values(values)} but --classes "
+                            f"{params.n_classes} wants class indices 0..{params.n_classes - 1}")
+        elif params.n_classes > 2 and values.max() >= params.n_classes:
+            problems.append(f"{path}: mask value {values.max()} is not a class index below --classes {params.n_classes}")
+    return problems
+
+
+def _values(values: np.ndarray) -> str:
+    shown = ", ".join(str(v) for v in values[:6])
+    return "{" + shown + (", ..." if values.size > 6 else "") + "}"
+
+
 def load_dataset(directory, params: WeightParams = WeightParams(), cache_dir="default") -> Dataset:
-    """Read a dataset folder (see :func:`find_pairs`)."""
-    return load_pairs(find_pairs(directory), params, cache_dir)
+    """Read a dataset folder (see :func:`find_pairs`); images without a mask are noted."""
+    dataset = load_pairs(find_pairs(directory), params, cache_dir)
+    unpaired = unpaired_images(directory)
+    if unpaired:
+        dataset.notes.append(f"{len(unpaired)} image(s) without a mask, not used: {_examples(unpaired)}")
+    return dataset
 
 
 def synthetic_dataset(n: int = 8, shape=(256, 256), seed: int = 0, params: WeightParams = WeightParams()) -> Dataset:

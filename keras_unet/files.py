@@ -7,6 +7,7 @@ half-written one. Temporary names carry the writing process's id (``.NAME.<pid>.
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -58,6 +59,22 @@ def atomic_directory(path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def ensure_writable_folder(folder) -> Path:
+    """Make ``folder`` (and parents) and prove a file can be written there, before any expensive
+    work whose result would go there; raises the OSError (permission, not a folder, full disk)."""
+    folder = Path(folder)
+    for part in (folder, *folder.parents):  # mkdir would say "File exists" for a file on the way
+        if part.exists():
+            if not part.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, "is a file, not a folder", str(part))
+            break
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder / ".keras-unet-write-test") as tmp:
+        tmp.write_bytes(b"")
+    (folder / ".keras-unet-write-test").unlink()
+    return folder
 
 
 def _alive(pid: int) -> bool:

@@ -7,6 +7,7 @@ import numpy as np
 
 from keras_unet import data, metrics, tiling, weights
 from keras_unet.errors import ModelFileError
+from keras_unet.model import unet_config
 
 
 def resolve_model_path(path) -> Path:
@@ -40,6 +41,25 @@ def load_model(path):
         return keras.models.load_model(path, compile=False)
     except Exception as err:  # Keras raises many kinds for a model it cannot rebuild
         raise ModelFileError(f"{path}: cannot load model ({type(err).__name__}: {err})".splitlines()[0]) from None
+
+
+def check_image(image: np.ndarray, config: dict, source) -> list[str]:
+    """Check an image page against the model it goes to: a :class:`DataError` naming ``source``
+    for a channel count the model does not take or non-finite pixels; warnings (returned) for
+    values beyond the raw range the model was trained on (8-bit model, 16-bit image)."""
+    channels = 1 if image.ndim == 2 else image.shape[-1]
+    if channels != config["in_channels"]:
+        raise data.DataError(f"{source}: image has {channels} channel(s) but the model takes {config['in_channels']}; "
+                             f"convert it ({'to gray' if config['in_channels'] == 1 else 'to RGB'}) first")
+    if image.dtype.kind == "f" and not np.all(np.isfinite(image)):
+        raise data.DataError(f"{source}: image has NaN or infinite pixel values; fix them first")
+    warnings = []
+    low, high = config["input_range"] or (0.0, 1.0)
+    top = float(np.max(image))
+    if top > high * 1.001:
+        warnings.append(f"{source}: values up to {top:g} exceed the range the model was trained on "
+                        f"({low:g}-{high:g}): its output is unreliable; convert the image to that range or retrain")
+    return warnings
 
 
 def predict_probabilities(model, image: np.ndarray, tile=None, batch_size: int = 1, tta: int = 1, progress=None,
@@ -96,6 +116,7 @@ def evaluate_pairs(model, pairs, tile=None, batch_size: int = 1, tta: int = 1, p
             mask = mask[..., 0] if mask.ndim == 3 else mask
             kind = data.mask_kind(mask)
             truth = data.binary_from_mask(mask) if kind == "binary" else weights.binary_target(mask.astype(np.int32))
+            check_image(image, unet_config(model), image_path)
             probabilities = predict_probabilities(model, image, tile, batch_size, tta, progress)
             prediction = labels_from_probabilities(probabilities, threshold)
             name = image_path.name + (f"[{page}]" if len(images) > 1 else "")

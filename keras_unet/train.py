@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -56,9 +57,9 @@ def load_data(config: TrainConfig) -> tuple[data.Dataset, data.Dataset]:
     if config.data is None:
         full = data.synthetic_dataset(config.synthetic_images, (config.synthetic_size,) * 2, config.seed, params)
     else:
-        full = data.load_dataset(config.data, params)
+        full = data.load_dataset(config.data, params).check()  # refuse what training would get wrong
     if config.val_data:
-        train, val = full, data.load_dataset(config.val_data, params)
+        train, val = full, data.load_dataset(config.val_data, params).check()
     else:
         train, val = full.split(config.val_fraction, config.seed)
     return train, val
@@ -232,6 +233,9 @@ def _train(config: TrainConfig, run_dir: Path, state: dict, resume: bool, verbos
     chief = is_chief()
 
     train_data, val_data = datasets if datasets is not None else load_data(config)
+    if verbose:
+        for note in train_data.notes:
+            print(f"note: {note}", file=sys.stderr)
     data.check_tile_fits(train_data, config.tile, config.depth, config.padding)
     input_range = train_data.input_range()
     if chief:

@@ -179,3 +179,82 @@ def test_a_predicted_stack_reads_back_whole(tmp_path):
     labels = tifffile.imread(tmp_path / "p" / "stack.tif")
     assert labels.shape == (3, 40, 30)
     np.testing.assert_array_equal(labels, (stack > 127).astype(np.uint8))
+
+
+def _dataset(root, images, masks):
+    for name, image in images.items():
+        data.write_image(root / "images" / name, image)
+    for name, mask in masks.items():
+        data.write_image(root / "masks" / name, mask)
+    return root
+
+
+def _blobs(dtype=np.uint8, high=200):
+    image = np.full((80, 80), 20, dtype)
+    image[20:50, 20:50] = high
+    mask = np.zeros((80, 80), np.uint8)
+    mask[20:50, 20:50] = 255
+    return image, mask
+
+
+@pytest.mark.parametrize("case", ["mixed_depths", "all_empty", "binary_kind_many_values", "classes_on_binary", "nan"])
+def test_inspect_data_and_fit_refuse_what_training_would_get_wrong(tmp_path, case):
+    image, mask = _blobs()
+    images, masks, options = {"a.png": image, "b.png": image}, {"a.png": mask, "b.png": mask}, []
+    expected = {"mixed_depths": "images mix bit depths", "all_empty": "every mask is empty",
+                "binary_kind_many_values": "--mask-kind binary takes two", "classes_on_binary": "--classes 3 wants",
+                "nan": "NaN or infinite"}[case]
+    if case == "mixed_depths":
+        images["b.png"] = _blobs(np.uint16, 3000)[0]
+    elif case == "all_empty":
+        masks = {k: np.zeros_like(mask) for k in masks}
+    elif case == "binary_kind_many_values":
+        masks["b.png"] = np.array([0, 1, 2, 7], np.uint8)[np.arange(80 * 80).reshape(80, 80) % 4]
+        options = ["--mask-kind", "binary"]
+    elif case == "classes_on_binary":
+        options = ["--classes", "3"]
+    elif case == "nan":
+        images = {"a.tif": image.astype(np.float32), "b.tif": np.where(image > 100, np.nan, image).astype(np.float32)}
+        masks = {"a.tif": mask, "b.tif": mask}
+    root = _dataset(tmp_path / "ds", images, masks)
+    inspected = run("inspect-data", root, "--out", tmp_path / "grid.png", "--tile", 188, *options)
+    assert inspected.exit_code == 2 and expected in inspected.output and "no problems found" not in inspected.output
+    fitted = run("fit", "--data", root, "--tile", 188, "--base-filters", 2, "--epochs", 1, "--steps", 1,
+                 "--out", tmp_path / "run", *options)
+    assert fitted.exit_code == 2 and expected in fitted.output  # the same words
+    assert not (tmp_path / "run" / "last.keras").exists()
+
+
+def test_images_without_masks_and_empty_masks_are_reported(tmp_path):
+    image, mask = _blobs()
+    root = _dataset(tmp_path / "ds", {"a.png": image, "b.png": image, "c.png": image},
+                    {"a.png": mask, "b.png": np.zeros_like(mask)})
+    result = run("inspect-data", root, "--out", tmp_path / "grid.png", "--tile", 188, "--samples", 1)
+    assert result.exit_code == 0, result.output
+    assert "1 image(s) without a mask, not used: c.png" in result.output
+    assert "1 mask(s) without any object: b.png" in result.output
+
+
+def test_predict_names_the_file_for_images_the_model_cannot_take(tmp_path):
+    model = threshold_model(tmp_path / "gray.keras")
+    data.write_image(tmp_path / "rgb.png", np.zeros((40, 40, 3), np.uint8))
+    result = run("predict", model, tmp_path / "rgb.png", "--out", tmp_path / "p")
+    assert result.exit_code == 2 and "rgb.png: image has 3 channel(s) but the model takes 1" in result.output
+    data.write_image(tmp_path / "deep.tif", np.full((40, 40), 3000, np.uint16))
+    result = run("predict", model, tmp_path / "deep.tif", "--out", tmp_path / "p")
+    assert result.exit_code == 0 and "deep.tif: values up to 3000 exceed the range the model was trained on" in result.output
+    data.write_image(tmp_path / "nan.tif", np.full((40, 40), np.nan, np.float32))
+    result = run("predict", model, tmp_path / "nan.tif", "--out", tmp_path / "p")
+    assert result.exit_code == 2 and "nan.tif: image has NaN" in result.output
+
+
+def test_an_unusable_out_is_refused_before_the_work(tmp_path):
+    model = threshold_model(tmp_path / "m.keras")
+    data.write_image(tmp_path / "img.png", np.zeros((40, 40), np.uint8))
+    (tmp_path / "somefile").write_text("x")
+    for args in (["predict", model, tmp_path / "img.png", "--out", tmp_path / "somefile" / "sub"],
+                 ["export", model, "--format", "savedmodel", "--out", tmp_path / "somefile" / "sub"],
+                 ["inspect-data", "--out", tmp_path / "somefile" / "grid.png"]):
+        result = run(*args)
+        assert result.exit_code == 2, result.output
+        assert "somefile: is a file, not a folder" in result.output and "Traceback" not in result.output
