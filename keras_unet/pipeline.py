@@ -83,6 +83,20 @@ def validation_tiles(dataset: Dataset, tile: int, depth: int = 5, padding: str =
     return np.stack(images), np.stack(targets)
 
 
+def validation_tile(dataset: Dataset, tile: int, depth: int = 5, padding: str = "valid", base_filters: int = 64,
+                    batch_size: int = 1, memory_mb: int = 2048) -> int:
+    """Tile for validation: the one overlap-tile prediction would pick for the largest validation
+    image within ``memory_mb`` (never smaller than the training ``tile``), so validation costs about
+    what predicting those images costs, whatever the training tile (a 188 px training tile would
+    cut one 512x512 image into 16,384 tiles of 4x4 outputs)."""
+    from keras_unet.tiling import default_tile
+
+    if not len(dataset):
+        return tile
+    largest = max(max(t.shape) for t in dataset.targets)
+    return max(tile, default_tile((largest, largest), depth, padding, base_filters, batch_size, memory_mb))
+
+
 def validation_dataset(dataset: Dataset, tile: int, batch_size: int = 1, depth: int = 5, padding: str = "valid"):
     """:func:`validation_tiles` as a batched ``tf.data.Dataset``."""
     images, targets = validation_tiles(dataset, tile, depth, padding)

@@ -258,7 +258,9 @@ def _train(config: TrainConfig, run_dir: Path, state: dict, resume: bool, verbos
     params = augment.AugmentParams() if config.augment else augment.AugmentParams.none()
     train_ds = pipeline.training_dataset(train_data, config.tile, global_batch, config.depth, config.padding,
                                          params, input_range, seed=config.seed * 100_003 + state["epoch"])
-    val_ds = pipeline.validation_dataset(val_data, config.tile, global_batch, config.depth, config.padding) if len(val_data) else None
+    val_tile = pipeline.validation_tile(val_data, config.tile, config.depth, config.padding, config.base_filters,
+                                        global_batch)
+    val_ds = pipeline.validation_dataset(val_data, val_tile, global_batch, config.depth, config.padding) if len(val_data) else None
 
     callbacks = [RunCheckpoint(run_dir, state, chief), keras.callbacks.TerminateOnNaN()]
     if chief:  # only the chief writes files; the other workers train in lockstep

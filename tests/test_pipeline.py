@@ -45,3 +45,16 @@ def test_validation_tiles_cover_each_image():
     np.testing.assert_array_equal(y_true[3, ..., 0], dataset.targets[0][28:80, 44:96])
     padded = np.pad(dataset.images[0].astype(np.float32), ((92, 92), (92, 92), (0, 0)), mode="reflect")
     np.testing.assert_array_equal(images[0], padded[:236, :236])
+
+
+def test_validation_costs_about_what_prediction_costs_whatever_the_training_tile():
+    from keras_unet import synthetic, weights
+
+    image, instances = synthetic.sample((512, 512), seed=0)
+    target, w = weights.weight_map(instances)
+    dataset = data.Dataset([image[..., None]], [target], [w], ["synthetic"], ["instance"])
+    tile = pipeline.validation_tile(dataset, 188, base_filters=8)
+    assert tile >= 700  # one tile covers the 512 px image (a 188 px tile would need 16,384)
+    images, y_true = pipeline.validation_tiles(dataset, tile)
+    assert len(images) == 1 and y_true.shape[1] >= 512
+    assert pipeline.validation_tile(dataset, 572, base_filters=64, memory_mb=64) == 572  # never below the training tile
