@@ -324,6 +324,12 @@ def export(model_path, fmt, out_dir, name, version, quantize, tile, verify):
     from keras_unet.files import ensure_writable_folder, remove_stale_temporaries
 
     model_file = exporters.resolve_model(model_path)
+    if tile is not None:  # before any folder is made
+        from keras_unet import inference, sizes
+        from keras_unet.model import unet_config
+
+        config = unet_config(inference.load_model(model_file))
+        sizes.check_input_size(tile, config["depth"], config["padding"])
     ensure_writable_folder(out_dir)
     for folder in (Path(out_dir), Path(out_dir) / name):
         remove_stale_temporaries(folder)  # left by an export that was killed

@@ -50,7 +50,9 @@ def read_pages(path) -> list[np.ndarray]:
             import tifffile
 
             with tifffile.TiffFile(path) as tif:  # every page, whether one series or one per page
-                pages = [page.asarray() for page in tif.pages]
+                # Planar (separate) samples come as (C, H, W): channels last, as everywhere else.
+                pages = [np.moveaxis(page.asarray(), 0, -1) if page.planarconfig == 2 and page.samplesperpixel > 1
+                         else page.asarray() for page in tif.pages]
         else:
             import imageio.v3 as iio
 

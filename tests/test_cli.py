@@ -258,3 +258,21 @@ def test_an_unusable_out_is_refused_before_the_work(tmp_path):
         result = run(*args)
         assert result.exit_code == 2, result.output
         assert "somefile: is a file, not a folder" in result.output and "Traceback" not in result.output
+
+
+def test_export_with_an_invalid_tile_leaves_nothing(tmp_path):
+    model = tmp_path / "m.keras"
+    unet(base_filters=2, dropout=0.0).save(model)
+    for fmt in ("tflite", "savedmodel"):
+        result = run("export", model, "--format", fmt, "--tile", 500, "--out", tmp_path / fmt)
+        assert result.exit_code == 2 and "input size 500 px is not valid" in result.output
+        assert not (tmp_path / fmt).exists()
+
+
+def test_a_planar_rgb_tiff_reads_as_channels_last(tmp_path):
+    import tifffile
+
+    planar = np.random.default_rng(0).integers(0, 256, (3, 20, 30)).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "planar.tif", planar, photometric="rgb", planarconfig="separate")
+    (page,) = data.read_pages(tmp_path / "planar.tif")
+    np.testing.assert_array_equal(page, np.moveaxis(planar, 0, -1))
