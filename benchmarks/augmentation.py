@@ -15,7 +15,7 @@ import numpy as np
 from scipy import ndimage
 
 from _common import best_of, write_table
-from keras_unet import data, pipeline, sizes
+from keras_unet import pipeline, sizes, synthetic
 
 TILE = 572
 
@@ -78,7 +78,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--bases", default="16,32,64")
     args = parser.parse_args()
-    dataset = data.synthetic_dataset(4, (768, 768))
+    dataset = synthetic.as_dataset(4, (768, 768))
     aug = pipeline_rate(dataset)
     ref = scipy_rate(dataset)
     rows = [["tf.data pipeline (keras_unet)", f"{aug:.1f}", "-", ""],

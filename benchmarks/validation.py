@@ -6,7 +6,6 @@ first wave) against the tile overlap-tile prediction would pick (now), for one 5
 import time
 
 import keras
-import numpy as np
 
 from _common import write_table
 from keras_unet import data, pipeline, synthetic, weights

@@ -278,13 +278,13 @@ def inspect_data(data_dir, png_path, tile, samples, seed, mask_kind, n_classes):
     draw augmented samples."""
     import numpy as np
 
-    from keras_unet import data, pipeline, plots
+    from keras_unet import data, pipeline, plots, synthetic
 
     from keras_unet.files import ensure_writable_folder
 
     ensure_writable_folder(Path(png_path).parent)
     params = data.WeightParams(mask_kind=mask_kind, n_classes=n_classes)
-    dataset = data.load_dataset(data_dir, params) if data_dir else data.synthetic_dataset()
+    dataset = data.load_dataset(data_dir, params) if data_dir else synthetic.as_dataset()
     shapes = sorted({t.shape for t in dataset.targets})
     dtypes = sorted({str(im.dtype) for im in dataset.images})
     freq = np.bincount(np.concatenate([t.ravel() for t in dataset.targets]))

@@ -400,22 +400,6 @@ def load_dataset(directory, params: WeightParams = WeightParams(), cache_dir="de
     return dataset
 
 
-def synthetic_dataset(n: int = 8, shape=(256, 256), seed: int = 0, params: WeightParams = WeightParams()) -> Dataset:
-    """The embedded default: :mod:`keras_unet.synthetic` samples with their targets and weight maps."""
-    from keras_unet import synthetic
-
-    images, instances = synthetic.dataset(n, shape, seed=seed)
-    out = Dataset(notes=["synthetic cells (keras_unet.synthetic)"])
-    for i, (image, labels) in enumerate(zip(images, instances)):
-        target, w, kind = target_and_weights(labels, WeightParams(**{**asdict(params), "mask_kind": "instance"}))
-        out.images.append(image[..., None])
-        out.targets.append(target)
-        out.weights.append(w)
-        out.sources.append(f"synthetic[{seed}:{i}]")
-        out.mask_kinds.append(kind)
-    return out
-
-
 def check_tile_fits(dataset: Dataset, tile: int, depth: int = 5, padding: str = "valid") -> None:
     """Raise a :class:`DataError` if a sample is smaller than the output tile of ``tile``."""
     out = sizes.output_size(tile, depth, padding)

@@ -9,8 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dataclasses import asdict
+
 import numpy as np
 from scipy import ndimage
+
+from keras_unet import data
+from keras_unet.data import Dataset, WeightParams, target_and_weights
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
@@ -86,11 +91,24 @@ def dataset(n: int = 8, shape=(256, 256), radius: float = 18.0, seed: int = 0) -
 
 def write_dataset(directory, n: int = 8, shape=(256, 256), seed: int = 0) -> Path:
     """Write ``images/NN.png`` and ``masks/NN.tif`` (16-bit instance labels) under ``directory``."""
-    from keras_unet import data  # local import: data pulls in tifffile/imageio
-
     directory = Path(directory)
     images, instances = dataset(n, shape, seed=seed)
     for i, (image, labels) in enumerate(zip(images, instances)):
         data.write_image(directory / "images" / f"{i:02d}.png", image)
         data.write_image(directory / "masks" / f"{i:02d}.tif", labels.astype(np.uint16))
     return directory
+
+
+def as_dataset(n: int = 8, shape=(256, 256), seed: int = 0, params: WeightParams = WeightParams()) -> Dataset:
+    """The embedded default as a :class:`keras_unet.data.Dataset`: samples with their targets and
+    weight maps (instance masks, so touching cells get separation borders)."""
+    images, instances = dataset(n, shape, seed=seed)
+    out = Dataset(notes=["synthetic cells (keras_unet.synthetic)"])
+    for i, (image, labels) in enumerate(zip(images, instances)):
+        target, w, kind = target_and_weights(labels, WeightParams(**{**asdict(params), "mask_kind": "instance"}))
+        out.images.append(image[..., None])
+        out.targets.append(target)
+        out.weights.append(w)
+        out.sources.append(f"synthetic[{seed}:{i}]")
+        out.mask_kinds.append(kind)
+    return out

@@ -26,7 +26,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_unet import __version__, augment, data, inference, losses, metrics, pipeline, plots, sizes, tiling
+from keras_unet import __version__, augment, data, inference, losses, metrics, pipeline, plots, sizes, synthetic, tiling
+from keras_unet import keras_patches
 from keras_unet.errors import ModelFileError, SettingsError
 from keras_unet.files import atomic_path, remove_stale_temporaries
 from keras_unet.settings import TrainConfig
@@ -55,7 +56,7 @@ def load_data(config: TrainConfig) -> tuple[data.Dataset, data.Dataset]:
                                balance_classes=config.balance_classes, n_classes=config.n_classes,
                                mask_kind=config.mask_kind)
     if config.data is None:
-        full = data.synthetic_dataset(config.synthetic_images, (config.synthetic_size,) * 2, config.seed, params)
+        full = synthetic.as_dataset(config.synthetic_images, (config.synthetic_size,) * 2, config.seed, params)
     else:
         full = data.load_dataset(config.data, params).check()  # refuse what training would get wrong
     if config.val_data:
@@ -144,48 +145,6 @@ def is_chief() -> bool:
                                                     and "chief" not in tf_config.get("cluster", {}))
 
 
-def _patch_multiworker_fit(model: keras.Model) -> None:
-    """Work around two Keras 3 bugs that break ``fit`` under MultiWorkerMirroredStrategy with
-    more than one worker (tensorflow/tensorflow#72388; its only advice is to go back to Keras 2):
-
-    1. ``Trainer._maybe_symbolic_build`` hands the whole ``(x, y)`` batch of per-replica values to
-       ``strategy.reduce``, which the collective all-reduce rejects ("Attempt to convert a value
-       (PerReplica...) to a Tensor"). The build needs only shapes: build from local values.
-    2. ``reduce_per_replica`` reduces the scalar losses and metrics of the logs with ``axis=0``
-       ("Invalid reduction dimension 0 for input with 0 dimensions"): reduce scalars with
-       ``axis=None``.
-    Both patches touch only this model and the logs; the gradients are all-reduced by the strategy
-    as usual, which the two-worker test checks against a one-process run.
-    """
-    from keras.src.backend.tensorflow import trainer as tf_trainer
-
-    strategy = model.distribute_strategy
-    if not getattr(tf_trainer.reduce_per_replica, "_keras_unet_patched", False):
-        original = tf_trainer.reduce_per_replica
-
-        def reduce_per_replica(values, strategy, reduction):
-            if reduction in ("auto", "mean") and tf_trainer._collective_all_reduce_multi_worker(strategy):
-                return tf.nest.map_structure(
-                    lambda v: strategy.reduce("MEAN", v, axis=None if v.shape.rank == 0 else 0), values)
-            return original(values, strategy, reduction)
-
-        reduce_per_replica._keras_unet_patched = True
-        tf_trainer.reduce_per_replica = reduce_per_replica
-
-    def local(value):
-        return strategy.experimental_local_results(value)[0] if isinstance(value, tf.distribute.DistributedValues) else value
-
-    def maybe_symbolic_build(iterator=None, data_batch=None):
-        if iterator is not None:
-            for _, _, batches in iterator:
-                data_batch = tf.nest.map_structure(local, next(batches))
-                break
-        with strategy.scope():
-            model._symbolic_build(data_batch=data_batch)
-
-    model._maybe_symbolic_build = maybe_symbolic_build
-
-
 def fit(config: TrainConfig, run_dir, verbose: int = 1, datasets=None) -> dict:
     """Train a new run into ``run_dir`` (created; settings checked before anything is written).
 
@@ -253,7 +212,7 @@ def _train(config: TrainConfig, run_dir: Path, state: dict, resume: bool, verbos
         else:
             model = build_model(config, train_data.channels, input_range)
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and strategy.num_replicas_in_sync > 1:
-        _patch_multiworker_fit(model)
+        keras_patches.patch_multiworker_fit(model)
     global_batch = config.batch_size * strategy.num_replicas_in_sync
     params = augment.AugmentParams() if config.augment else augment.AugmentParams.none()
     train_ds = pipeline.training_dataset(train_data, config.tile, global_batch, config.depth, config.padding,

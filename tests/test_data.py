@@ -119,14 +119,14 @@ def test_input_range_for_16_bit():
 
 
 def test_split_by_sample():
-    dataset = data.synthetic_dataset(5, (48, 48))
+    dataset = synthetic.as_dataset(5, (48, 48))
     train, val = dataset.split(0.2)
     assert len(train) == 4 and len(val) == 1
     assert set(train.sources).isdisjoint(val.sources)
 
 
 def test_split_keeps_the_pages_of_a_file_together():
-    dataset = data.synthetic_dataset(6, (32, 32))
+    dataset = synthetic.as_dataset(6, (32, 32))
     dataset.sources = ["a.tif[0]", "a.tif[1]", "a.tif[2]", "b.tif[0]", "b.tif[1]", "c.png"]
     train, val = dataset.split(0.34, seed=1)
     files = lambda d: {s.split("[")[0] for s in d.sources}  # noqa: E731

@@ -13,11 +13,16 @@ CONFIG = dict(depth=3, base_filters=4, tile=68, batch_size=2, epochs=2, steps_pe
 
 WORKER = """
 import json, sys
+import keras
 import numpy as np
 from keras_unet import train
 config = train.TrainConfig(**json.loads(sys.argv[1]))
-state = train.fit(config, sys.argv[2], verbose=0)
-np.savez(sys.argv[3], *[np.asarray(w) for w in state["model"].weights])
+if config.epochs:
+    weights = train.fit(config, sys.argv[2], verbose=0)["model"].weights
+else:  # the initial weights: the model fit builds, seeded as fit seeds it (8-bit synthetic data)
+    keras.utils.set_random_seed(config.seed)
+    weights = train.build_model(config, 1, (0.0, 255.0)).weights
+np.savez(sys.argv[3], *[np.asarray(w) for w in weights])
 """
 
 

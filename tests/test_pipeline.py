@@ -1,10 +1,10 @@
 import numpy as np
 
-from keras_unet import augment, data, pipeline
+from keras_unet import augment, data, pipeline, synthetic
 
 
 def small_dataset():
-    return data.synthetic_dataset(3, (80, 96), seed=4)
+    return synthetic.as_dataset(3, (80, 96), seed=4)
 
 
 def test_training_batches_have_network_shapes():
