@@ -19,9 +19,8 @@ import tensorflow as tf
 from keras_unet import sizes
 from keras_unet.errors import ExportError
 from keras_unet.files import atomic_directory
-from keras_unet.augment import mirror_index
 from keras_unet.model import unet_config
-from keras_unet.tiling import tile_plan
+from keras_unet.tiling import mirror_index, tile_plan
 
 SIGNATURES = ("serving_default", "segment")
 
@@ -39,7 +38,6 @@ class UNetServing(tf.Module):
         self.weights = [variable.value for variable in model.weights]
         self._call = lambda image: model(image, training=False)
         self.plan = tile_plan(tile, config["depth"], config["padding"])
-        self.keep_from = 0 if config["padding"] == "valid" else self.plan.margin
         self.channels = config["in_channels"]
         self.smallest = sizes.smallest_valid_input(config["depth"], config["padding"])
         self.size_step = sizes.size_step(config["depth"])
@@ -76,12 +74,16 @@ class UNetServing(tf.Module):
         probabilities = tf.cast(self._call(image), tf.float32)
         return {"probabilities": probabilities, "labels": tf.argmax(probabilities, axis=-1, output_type=tf.int32)}
 
+    def _count(self, length):
+        """Tiles along an axis of ``length`` px: ``len(TilePlan.origins(length))`` as a tensor."""
+        plan = self.plan
+        return tf.where(length <= plan.kept, 1, (length - plan.kept + plan.step - 1) // plan.step + 1)
+
     def _segment(self, image):
         image = self._checked(image, batched=False)
-        plan, keep = self.plan, self.keep_from
+        plan, keep, kept, step = self.plan, self.plan.keep_from, self.plan.kept, self.plan.step
         height, width = tf.shape(image)[0], tf.shape(image)[1]
-        rows = (height + plan.step - 1) // plan.step  # tiles per axis
-        cols = (width + plan.step - 1) // plan.step
+        rows, cols = self._count(height), self._count(width)  # the origins of predict_tiled: k * step
         # Mirror-padded tile windows as gathers of mirrored indices (tf.pad's REFLECT cannot pad
         # more than the image size, which small images need).
         tile_range = tf.range(plan.input_size) - plan.margin
@@ -92,11 +94,16 @@ class UNetServing(tf.Module):
 
         def one_tile(tile):
             out = self._call(tile[None])[0]
-            return tf.cast(out[keep : keep + plan.step, keep : keep + plan.step], tf.float32)
+            return tf.cast(out[keep : keep + kept, keep : keep + kept], tf.float32)
 
-        outputs = tf.map_fn(one_tile, tiles, fn_output_signature=tf.TensorSpec([plan.step, plan.step, self.n_classes], tf.float32))
-        outputs = tf.reshape(outputs, [rows, cols, plan.step, plan.step, self.n_classes])
-        stitched = tf.reshape(tf.transpose(outputs, [0, 2, 1, 3, 4]), [rows * plan.step, cols * plan.step, self.n_classes])
+        n = self.n_classes
+        outputs = tf.map_fn(one_tile, tiles, fn_output_signature=tf.TensorSpec([kept, kept, n], tf.float32))
+        outputs = tf.reshape(outputs, [rows, cols, kept, kept, n])
+        # Stitch as predict_tiled overwrites: every tile gives its first `step` px, the last its whole output.
+        head = tf.reshape(tf.transpose(outputs[:-1, :, :step], [1, 0, 2, 3, 4]), [cols, (rows - 1) * step, kept, n])
+        columns = tf.concat([head, outputs[-1]], axis=1)  # (cols, H', kept, n)
+        head = tf.reshape(tf.transpose(columns[:-1, :, :step], [1, 0, 2, 3]), [tf.shape(columns)[1], (cols - 1) * step, n])
+        stitched = tf.concat([head, columns[-1]], axis=1)  # (H', W', n)
         probabilities = stitched[:height, :width]
         return {"probabilities": probabilities, "labels": tf.argmax(probabilities, axis=-1, output_type=tf.int32)}
 

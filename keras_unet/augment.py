@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
+from keras_unet.tiling import mirror_index  # the one mirror rule, shared with tiling and export
+
 
 @dataclass(frozen=True)
 class AugmentParams:
@@ -99,13 +101,6 @@ def tile_coordinates(seed, size, centre, params: AugmentParams):
         centre += tf.random.stateless_uniform([2], seeds[3], -params.shift, params.shift)
     return dy + centre[0], dx + centre[1]
 
-
-def mirror_index(index, n):
-    """Mirror integer indices into ``[0, n)`` as numpy's ``np.pad(mode="reflect")`` does."""
-    n = tf.cast(n, index.dtype)
-    period = tf.maximum(2 * (n - 1), 1)
-    index = tf.math.floormod(tf.abs(index), period)
-    return tf.where(index >= n, period - index, index)
 
 
 def _gather(image, rows, cols):

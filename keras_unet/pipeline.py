@@ -32,7 +32,7 @@ def training_dataset(
     seed: int = 0,
 ) -> tf.data.Dataset:
     """Endless, reproducible dataset of augmented training tiles (see module docstring)."""
-    geometry = sizes.tile_geometry(tile, depth, padding)
+    geometry = sizes.tile_plan(tile, depth, padding)
     channels = dataset.channels
     signature = (
         tf.TensorSpec((None, None, channels), tf.float32),
@@ -58,26 +58,18 @@ def training_dataset(
     )
 
 
-def tile_origins(length: int, output: int, step: int) -> list[int]:
-    """Start positions (px) of output tiles of size ``output`` covering ``length`` with ``step``."""
-    if length <= output:
-        return [0]
-    origins = list(range(0, length - output, step))
-    return origins + [length - output]
-
-
 def validation_tiles(dataset: Dataset, tile: int, depth: int = 5, padding: str = "valid"):
     """Fixed tiles covering every validation image: ``(images (N, S, S, C), y_true (N, O, O, 2))``."""
-    geometry = sizes.tile_geometry(tile, depth, padding)
-    size, out, margin = geometry.input_size, geometry.output_size, geometry.margin
+    geometry = sizes.tile_plan(tile, depth, padding)
+    size, out, margin = geometry.input_size, geometry.output_size, (geometry.input_size - geometry.output_size) // 2
     images, targets = [], []
     for image, target, weights in zip(dataset.images, dataset.targets, dataset.weights):
         height, width = target.shape
         pad_h, pad_w = max(out - height, 0), max(out - width, 0)
         padded = np.pad(image.astype(np.float32), ((margin, margin + pad_h), (margin, margin + pad_w), (0, 0)), "reflect")
         y_true = np.pad(np.stack([target.astype(np.float32), weights], -1), ((0, pad_h), (0, pad_w), (0, 0)), "reflect")
-        for top in tile_origins(height, out, out):
-            for left in tile_origins(width, out, out):
+        for top in geometry.origins(height, flush_end=True):
+            for left in geometry.origins(width, flush_end=True):
                 images.append(padded[top : top + size, left : left + size])
                 targets.append(y_true[top : top + out, left : left + out])
     return np.stack(images), np.stack(targets)

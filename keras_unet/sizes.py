@@ -141,17 +141,48 @@ def skip_crops(depth: int = 5, padding: str = "valid") -> list[int]:
 
 
 @dataclass(frozen=True)
-class TileGeometry:
-    """Input tile, output tile and the margin (px per side) between them."""
+class TilePlan:
+    """The geometry of one tile, the one owner of it (px): training tiles, validation tiles,
+    overlap-tile prediction and the SavedModel's in-graph tiling all read it.
+
+    ``input_size`` in, ``output_size`` out of the network; prediction keeps ``kept`` px of each
+    output from ``keep_from`` on (all of it for valid padding; the centre for same padding, whose
+    borders lack context) and steps tile origins by ``step`` = ``kept`` rounded down to the pooling
+    alignment, so every max-pool sees the pixel pairs of one whole-image pass. ``margin``: input
+    px on each side of the kept region.
+    """
 
     input_size: int
     output_size: int
+    margin: int
+    kept: int
+    keep_from: int
+    step: int
 
-    @property
-    def margin(self) -> int:
-        return (self.input_size - self.output_size) // 2
+    def origins(self, length: int, flush_end: bool = False) -> list[int]:
+        """Start positions (px) of the kept outputs covering ``length`` px.
+
+        Default (prediction): multiples of ``step``, the last one reaching past the end (the image
+        is mirror-padded). ``flush_end`` (validation): whole network outputs side by side, the last
+        one ending at ``length``, so no pixel beyond the image is scored.
+        """
+        if flush_end:
+            if length <= self.output_size:
+                return [0]
+            return list(range(0, length - self.output_size, self.output_size)) + [length - self.output_size]
+        if length <= self.kept:
+            return [0]
+        origins = list(range(0, length - self.kept, self.step))
+        return origins + [origins[-1] + self.step]
 
 
-def tile_geometry(input_size: int, depth: int = 5, padding: str = "valid") -> TileGeometry:
-    """Validated :class:`TileGeometry` for an input tile size."""
-    return TileGeometry(check_input_size(input_size, depth, padding), output_size(input_size, depth, padding))
+def tile_plan(tile: int, depth: int = 5, padding: str = "valid") -> TilePlan:
+    """The :class:`TilePlan` of a valid input tile size (:class:`InvalidSizeError` otherwise)."""
+    out = output_size(tile, depth, padding)
+    align = size_step(depth)
+    if padding == "valid":
+        margin, kept, keep_from = (tile - out) // 2, out, 0
+    else:
+        margin = align * max(1, tile // (4 * align))
+        kept, keep_from = max(tile - 2 * margin, 0), margin
+    return TilePlan(int(tile), out, margin, kept, keep_from, kept - kept % align)

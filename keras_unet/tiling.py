@@ -12,40 +12,24 @@ then close to, not equal to, the whole-image prediction.
 from __future__ import annotations
 
 import weakref
-from dataclasses import dataclass
-
 import numpy as np
 
 from keras_unet import sizes
+from keras_unet.sizes import TilePlan
 from keras_unet.errors import SettingsError
 from keras_unet.model import unet_config
 
 
-@dataclass(frozen=True)
-class TilePlan:
-    """How one image is cut: input tile, kept output size, margin and step (all px)."""
-
-    input_size: int
-    output_size: int
-    margin: int
-    step: int
-
-
 def tile_plan(tile: int, depth: int = 5, padding: str = "valid") -> TilePlan:
-    """The :class:`TilePlan` of a valid input tile size."""
-    sizes.check_input_size(tile, depth, padding)
-    align = sizes.size_step(depth)
-    if padding == "valid":
-        out = sizes.output_size(tile, depth, padding)
-        margin = (tile - out) // 2
-    else:
-        margin = align * max(1, tile // (4 * align))
-        out = tile - 2 * margin
-    if out < align:
-        smallest = sizes.input_size_for_output(align, depth, padding)
-        raise sizes.InvalidSizeError(f"tile {tile} px gives {out} px outputs, less than the {align} px pooling "
-                                     f"alignment of overlap-tile prediction; use a tile of at least {smallest} px")
-    return TilePlan(tile, out, margin, out - out % align)
+    """The :class:`keras_unet.sizes.TilePlan` of a tile for overlap-tile prediction, which needs
+    kept outputs of at least the pooling alignment (``2**(depth-1)`` px) to step by."""
+    plan = sizes.tile_plan(tile, depth, padding)
+    if plan.step < sizes.size_step(depth):
+        smallest = sizes.input_size_for_output(sizes.size_step(depth), depth, padding)
+        raise sizes.InvalidSizeError(f"tile {tile} px gives {plan.kept} px outputs, less than the "
+                                     f"{sizes.size_step(depth)} px pooling alignment of overlap-tile prediction; "
+                                     f"use a tile of at least {smallest} px")
+    return plan
 
 
 def estimate_tile_bytes(tile: int, base_filters: int, batch_size: int = 1) -> int:
@@ -65,9 +49,21 @@ def default_tile(image_shape, depth: int = 5, padding: str = "valid", base_filte
         if estimate_tile_bytes(tile, base_filters, batch_size) > memory_mb * 2**20:
             break
         best = tile
-        if tile_plan(tile, depth, padding).output_size >= longest:
+        if tile_plan(tile, depth, padding).kept >= longest:
             break
     return best
+
+
+def mirror_index(index, n):
+    """Integer indices (a tensor) mirrored into ``[0, n)`` as ``np.pad(mode="reflect")`` pads:
+    the one mirror rule of tiling, augmentation and the SavedModel's in-graph tiling. Works for
+    pads larger than the image, which ``tf.pad``'s REFLECT refuses."""
+    import tensorflow as tf
+
+    n = tf.cast(n, index.dtype)
+    period = tf.maximum(2 * (n - 1), 1)
+    index = tf.math.floormod(tf.abs(index), period)
+    return tf.where(index >= n, period - index, index)
 
 
 def _padded(image: np.ndarray, plan: TilePlan, rows: int, cols: int) -> np.ndarray:
@@ -76,14 +72,6 @@ def _padded(image: np.ndarray, plan: TilePlan, rows: int, cols: int) -> np.ndarr
     bottom = rows + plan.input_size - plan.margin - height
     right = cols + plan.input_size - plan.margin - width
     return np.pad(image, ((plan.margin, max(bottom, 0)), (plan.margin, max(right, 0)), (0, 0)), mode="reflect")
-
-
-def _origins(length: int, plan: TilePlan) -> list[int]:
-    if length <= plan.output_size:
-        return [0]
-    origins = list(range(0, length - plan.output_size, plan.step))
-    last = origins[-1] + plan.step
-    return origins + [last]
 
 
 def _as_hwc(image: np.ndarray) -> np.ndarray:
@@ -120,10 +108,10 @@ def predict_tiled(model, image: np.ndarray, tile: int | None = None, batch_size:
     image = _as_hwc(image)
     height, width = image.shape[:2]
     plan = tile_plan(resolve_tile(model, image.shape, tile, batch_size, memory_mb), depth, padding)
-    rows, cols = _origins(height, plan), _origins(width, plan)
+    rows, cols = plan.origins(height), plan.origins(width)
     padded = _padded(image, plan, rows[-1], cols[-1])
-    keep = slice(0, plan.output_size) if padding == "valid" else slice(plan.margin, plan.margin + plan.output_size)
-    result = np.zeros((rows[-1] + plan.output_size, cols[-1] + plan.output_size, config["n_classes"]), np.float32)
+    keep = slice(plan.keep_from, plan.keep_from + plan.kept)
+    result = np.zeros((rows[-1] + plan.kept, cols[-1] + plan.kept, config["n_classes"]), np.float32)
     origins = [(r, c) for r in rows for c in cols]
     forward = forward_function(model, jit_compile)
     for start in range(0, len(origins), batch_size):
@@ -131,7 +119,7 @@ def predict_tiled(model, image: np.ndarray, tile: int | None = None, batch_size:
         tiles = np.stack([padded[r : r + plan.input_size, c : c + plan.input_size] for r, c in batch])
         outputs = forward(tiles)
         for (r, c), out in zip(batch, outputs):
-            result[r : r + plan.output_size, c : c + plan.output_size] = out[keep, keep]
+            result[r : r + plan.kept, c : c + plan.kept] = out[keep, keep]
         if progress is not None:
             progress(len(batch))
     return result[:height, :width]
@@ -158,7 +146,7 @@ def resolve_tile(model, image_shape, tile: int | None = None, batch_size: int = 
 def count_tiles(image_shape, tile: int, depth: int = 5, padding: str = "valid") -> int:
     """Number of tiles :func:`predict_tiled` cuts an image into."""
     plan = tile_plan(tile, depth, padding)
-    return len(_origins(image_shape[0], plan)) * len(_origins(image_shape[1], plan))
+    return len(plan.origins(image_shape[0])) * len(plan.origins(image_shape[1]))
 
 
 def predict_whole(model, image: np.ndarray) -> np.ndarray:

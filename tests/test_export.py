@@ -221,3 +221,14 @@ def test_cli_export_and_clear_errors(model_file, tmp_path):
     assert not (tmp_path / "serving").exists() or not list((tmp_path / "serving").rglob("saved_model.pb"))
     with pytest.raises(ModelFileError, match="no such model file"):
         export.resolve_model(tmp_path / "nothing")
+
+
+def test_segment_equals_overlap_tile_prediction_at_every_tile_boundary(savedmodel, model_file):
+    """Tile 220: 36 px kept, origins every 32 px; sizes around each boundary, and tiny ones."""
+    model = keras.models.load_model(model_file)
+    segment = tf.saved_model.load(str(savedmodel)).signatures["segment"]
+    rng = np.random.default_rng(7)
+    for shape in [(1, 1), (3, 7), (35, 36), (36, 37), (68, 69), (100, 33)]:
+        image = rng.uniform(0, 255, (*shape, 1)).astype(np.float32)
+        got = segment(image=tf.constant(image))["probabilities"].numpy()
+        np.testing.assert_allclose(got, tiling.predict_tiled(model, image, tile=220), atol=1e-5, err_msg=str(shape))

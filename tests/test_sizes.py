@@ -38,4 +38,4 @@ def test_other_depths_and_same_padding():
         assert sizes.output_size(size, depth=3) == size - 40
     assert sizes.output_size(256, padding="same") == 256
     assert not sizes.is_valid(250, padding="same")
-    assert sizes.tile_geometry(572).margin == 92
+    assert sizes.tile_plan(572).margin == 92
