@@ -110,7 +110,7 @@ def main():
                 f"{' (chosen for the best V_Rand on validation slices 20-24)' if args.threshold == 'auto' else ''}"
                 f" in column (a); column (b) takes each metric's best over p(cell) > 0.0, 0.1, ..., 1.0 on each "
                 f"test slice, as the challenge did (an upper bound: it looks at the labels). V_Rand and V_Info: "
-                f"1 = perfect. Metrics and sweep took {eval_seconds:.1f} s per slice. Per slice (a): "
+                f"1 = perfect. Prediction ({args.tta} views), metrics and sweep took {eval_seconds:.1f} s per slice. Per slice (a): "
                 + ", ".join(f"{r['image']}: pixel {r['pixel_error']:.4f} / Rand {r['isbi2012_rand_error']:.4f} / "
                             f"warping {r['warping_error']:.5f} / V_Rand {r['v_rand']:.4f}" for r in rows))
 

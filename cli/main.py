@@ -185,12 +185,18 @@ def _verbosity() -> int:
               help="Memory budget (MB) that picks the default tile: the largest within it that the image needs.")
 @click.option("--tta", type=click.IntRange(1, 8), default=1, show_default=True,
               help="Average over this many rotations/flips (test-time augmentation).")
-@click.option("--format", "kind", type=click.Choice(["png", "tif", "probabilities"]), default="png", show_default=True,
-              help="Label image (PNG, 0/255 for two classes; TIFF, class indices) or float32 probability TIFF.")
+@click.option("--format", "kind", type=click.Choice(["png", "tif", "probabilities", "instances"]), default="png",
+              show_default=True, help="Class map (PNG, 0/255 for two classes; TIFF, class indices), float32 "
+              "probability TIFF, or objects: uint16 instance-label TIFF (0 = background, 1..N; one page per class "
+              "of a multi-class model, per page of a stack).")
+@click.option("--min-size", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Instances: drop objects smaller than this (px).")
+@click.option("--split", type=click.Choice(["none", "watershed"]), default="none", show_default=True,
+              help="Instances: also split objects that still touch (distance-transform watershed).")
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=None,
               help="Two classes: object where p >= threshold [argmax].")
 @user_errors
-def predict(model_path, inputs, out_dir, tile, batch_size, memory_mb, tta, kind, threshold):
+def predict(model_path, inputs, out_dir, tile, batch_size, memory_mb, tta, kind, min_size, split, threshold):
     """Segment images of any size with overlap-tile prediction (each page of a stack)."""
     from keras_unet import data, inference, tiling
     from keras_unet.files import ensure_writable_folder
@@ -211,7 +217,10 @@ def predict(model_path, inputs, out_dir, tile, batch_size, memory_mb, tta, kind,
         with click.progressbar(length=total, label=label, show_pos=True) as bar:
             for page, page_tile in zip(pages, tiles):
                 probs = inference.predict_probabilities(model, page, page_tile, batch_size, tta, progress=bar.update)
-                outputs.append(probs if kind == "probabilities" else inference.labels_from_probabilities(probs, threshold))
+                if kind == "instances":
+                    outputs.append(inference.instances(probs, threshold=threshold, min_size=min_size, split=split))
+                else:
+                    outputs.append(probs if kind == "probabilities" else inference.labels_from_probabilities(probs, threshold))
         written = inference.write_prediction(inference.output_path(Path(out_dir), path, kind), outputs, kind)
         click.echo(f"  -> {written}")
 

@@ -79,16 +79,27 @@ def labels_from_probabilities(probabilities: np.ndarray, threshold: float | None
 
 
 def output_path(out_dir: Path, source: Path, kind: str) -> Path:
-    suffix = {"png": ".png", "tif": ".tif", "probabilities": ".tif"}[kind]
-    stem = source.stem + ("_probabilities" if kind == "probabilities" else "")
+    suffix = {"png": ".png", "tif": ".tif", "probabilities": ".tif", "instances": ".tif"}[kind]
+    stem = source.stem + {"probabilities": "_probabilities", "instances": "_instances"}.get(kind, "")
     return Path(out_dir) / f"{stem}{suffix}"
+
+
+def instances(probabilities: np.ndarray, threshold: float | None = None, min_size: int = 0,
+              split: str | None = None) -> np.ndarray:
+    """Instance labels of every object class: ``(H, W)`` uint16 for a two-class model, else
+    ``(classes - 1, H, W)`` (class 1 first); see :func:`keras_unet.instances.instances_from_probabilities`."""
+    from keras_unet.instances import instances_from_probabilities
+
+    per_class = [instances_from_probabilities(probabilities, object_class=k, threshold=threshold, min_size=min_size,
+                                              split=split) for k in range(1, probabilities.shape[-1])]
+    return per_class[0] if len(per_class) == 1 else np.stack(per_class)
 
 
 def write_prediction(path: Path, pages: list[np.ndarray], kind: str, scale_labels: bool = True) -> Path:
     """Write label maps (PNG/TIFF; two-class PNGs as 0/255 to be visible) or float32 probability
     TIFFs ``(pages, H, W, classes)``. Multipage inputs give multipage TIFFs."""
-    if kind == "probabilities":
-        stack = np.stack(pages).astype(np.float32)
+    if kind in ("probabilities", "instances"):
+        stack = np.stack(pages).astype(np.float32 if kind == "probabilities" else np.uint16)
         return data.write_image(path, stack if len(pages) > 1 else stack[0], pages=len(pages) > 1)
     labels = [labels_from_probabilities(p) for p in pages] if pages[0].ndim == 3 else pages
     n_classes = pages[0].shape[-1] if pages[0].ndim == 3 else int(max(lab.max() for lab in labels)) + 1
@@ -101,13 +112,18 @@ def write_prediction(path: Path, pages: list[np.ndarray], kind: str, scale_label
 
 def evaluate_pairs(model, pairs, tile=None, batch_size: int = 1, tta: int = 1, progress=None,
                    threshold: float | None = None, sweep: bool = False) -> list[dict]:
-    """Metrics per image page of ``(image, mask)`` pairs; masks are read as binary (object = 1).
+    """Metrics per image page of ``(image, mask)`` pairs: pixel metrics of the object class
+    (:func:`keras_unet.metrics.evaluate_binary`) and object metrics
+    (:func:`keras_unet.metrics.evaluate_objects`, ``object_*`` keys) of the predicted instances
+    against the true ones: an instance mask as it is, a binary mask's 4-connected components.
 
     ``threshold``: object where p(class 1) >= threshold (default: argmax), fixed beforehand as a
     user would. ``sweep``: also the ISBI challenge's protocol, the best value of each challenge
     metric over thresholds 0.0-1.0 (``swept_*`` keys; it looks at the truth to pick, so it is an
     upper bound, reported apart).
     """
+    from keras_unet.instances import as_uint16, instances_from_probabilities
+
     rows = []
     for image_path, mask_path in pairs:
         images, masks = data.read_pages(image_path), data.read_pages(mask_path)
@@ -115,12 +131,19 @@ def evaluate_pairs(model, pairs, tile=None, batch_size: int = 1, tta: int = 1, p
         for page, (image, mask) in enumerate(zip(images, masks)):
             mask = mask[..., 0] if mask.ndim == 3 else mask
             kind = data.mask_kind(mask)
-            truth = data.binary_from_mask(mask) if kind == "binary" else weights.binary_target(mask.astype(np.int32))
+            if kind == "binary":
+                truth = data.binary_from_mask(mask)
+                true_objects = weights.instances_from_binary(truth)
+            else:  # instance labels: pixel metrics against the training target (with its borders)
+                true_objects = as_uint16(mask, str(mask_path))
+                truth = weights.binary_target(mask.astype(np.int32))
             check_image(image, unet_config(model), image_path)
             probabilities = predict_probabilities(model, image, tile, batch_size, tta, progress)
             prediction = labels_from_probabilities(probabilities, threshold)
+            found = instances_from_probabilities(probabilities, threshold=threshold)
             name = image_path.name + (f"[{page}]" if len(images) > 1 else "")
-            row = {"image": name, **metrics.evaluate_binary(prediction, truth)}
+            row = {"image": name, **metrics.evaluate_binary(prediction, truth),
+                   **{f"object_{k}": v for k, v in metrics.evaluate_objects(found, true_objects).items()}}
             if sweep:
                 row.update(metrics.challenge_sweep(probabilities[..., 1], truth))
             rows.append(row)

@@ -276,3 +276,29 @@ def test_a_planar_rgb_tiff_reads_as_channels_last(tmp_path):
     tifffile.imwrite(tmp_path / "planar.tif", planar, photometric="rgb", planarconfig="separate")
     (page,) = data.read_pages(tmp_path / "planar.tif")
     np.testing.assert_array_equal(page, np.moveaxis(planar, 0, -1))
+
+
+def test_predict_instances_and_evaluate_objects(tmp_path):
+    import tifffile
+
+    model = threshold_model(tmp_path / "m.keras")
+    image = np.zeros((60, 70), np.uint8)
+    truth = np.zeros((60, 70), np.uint16)
+    for label, (r, c) in enumerate([(5, 5), (5, 40), (35, 20)], start=1):
+        image[r : r + 15, c : c + 20] = 200
+        truth[r : r + 15, c : c + 20] = label
+    image[50:52, 60:62] = 200  # a 4-px speck
+    data.write_image(tmp_path / "ds" / "images" / "a.png", image)
+    data.write_image(tmp_path / "ds" / "masks" / "a.tif", truth)
+    result = run("predict", model, tmp_path / "ds" / "images" / "a.png", "--out", tmp_path / "p",
+                 "--format", "instances", "--min-size", 10)
+    assert result.exit_code == 0, result.output
+    labels = tifffile.imread(tmp_path / "p" / "a_instances.tif")
+    assert labels.dtype == np.uint16 and labels.max() == 3 and labels[51, 61] == 0
+    result = run("evaluate", model, tmp_path / "ds", "--out", tmp_path / "metrics")
+    assert result.exit_code == 0, result.output
+    mean = json.loads((tmp_path / "metrics" / "metrics.json").read_text())["rows"][-1]
+    assert mean["object_objects_true"] == 3 and mean["object_objects_found"] == 4  # the speck counts here
+    assert mean["object_recall"] == 1 and mean["object_precision"] == 0.75 and mean["object_seg"] == 1
+    assert run("predict", model, tmp_path / "ds" / "images" / "a.png", "--format", "instances",
+               "--min-size", -1).exit_code == 2

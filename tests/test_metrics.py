@@ -22,7 +22,9 @@ def test_perfect_prediction_has_zero_errors():
     assert result["pixel_error"] == 0 and result["warping_error"] == 0
     assert result["adapted_rand_error"] == 0 and result["isbi2012_rand_error"] == 0
     assert result["v_rand"] == 1 and result["v_info"] == 1
-    assert result["iou"] == 1 and result["dice"] == 1 and result["seg"] == 1
+    assert result["iou"] == 1 and result["dice"] == 1
+    objects = metrics.evaluate_objects(metrics.as_segments(truth), metrics.as_segments(truth))
+    assert objects["seg"] == 1 and objects["f1"] == 1 and objects["dsb_score"] == 1 and objects["objects_true"] == 3
 
 
 def test_pixel_error_is_a_direct_count(rng):

@@ -1,0 +1,95 @@
+"""Objects from probabilities, and object-level metrics against brute-force references."""
+import itertools
+
+import numpy as np
+import pytest
+
+from keras_unet import instances, metrics, synthetic, weights
+from keras_unet.errors import DataError, SettingsError
+
+
+def probabilities_from(binary: np.ndarray) -> np.ndarray:
+    p = np.where(binary > 0, 0.9, 0.1).astype(np.float32)
+    return np.stack([1 - p, p], -1)
+
+
+def test_touching_objects_come_back_whole_with_their_borders():
+    """The training target of touching synthetic cells (1-px separation borders cut out) turned
+    into instances gives back the true objects, borders included, not eroded copies."""
+    _, truth = synthetic.sample((128, 128), seed=3)
+    target = weights.binary_target(truth)  # what the network is taught to predict
+    found = instances.instances_from_probabilities(probabilities_from(target))
+    assert found.dtype == np.uint16
+    scores = metrics.evaluate_objects(found, truth)
+    assert scores["objects_found"] == scores["objects_true"] and scores["f1"] == 1.0
+    naive = weights.instances_from_binary(target)  # components only: borders lost
+    assert scores["seg"] > metrics.evaluate_objects(naive, truth)["seg"] + 0.02
+    assert scores["seg"] > 0.97
+
+
+def test_holes_small_objects_and_watershed_split():
+    mask = np.zeros((60, 60), np.uint8)
+    mask[5:25, 5:25] = 1
+    mask[12, 12] = 0  # a hole
+    mask[40:42, 40:42] = 1  # 4 px speck
+    found = instances.instances_from_probabilities(probabilities_from(mask), min_size=10)
+    assert found.max() == 1 and found[12, 12] == 1
+    yy, xx = np.mgrid[:60, :60]
+    two = ((yy - 30) ** 2 + (xx - 20) ** 2 < 144) | ((yy - 30) ** 2 + (xx - 40) ** 2 < 144)  # overlapping discs
+    assert instances.instances_from_probabilities(probabilities_from(two)).max() == 1
+    assert instances.instances_from_probabilities(probabilities_from(two), split="watershed").max() == 2
+
+
+def test_bad_input_is_a_clear_error():
+    with pytest.raises(DataError, match="must be \\(H, W, classes\\)"):
+        instances.instances_from_probabilities(np.zeros((10, 10)))
+    with pytest.raises(SettingsError, match="--min-size must be >= 0"):
+        instances.instances_from_probabilities(np.zeros((10, 10, 2)), min_size=-1)
+    with pytest.raises(DataError, match="do not fit a 16-bit label image"):
+        instances.as_uint16(np.arange(70_000).reshape(700, 100))
+    with pytest.raises(DataError, match="must be integers"):
+        instances.as_uint16(np.zeros((4, 4), np.float32))
+
+
+def brute_force_matches(pred, truth, threshold):
+    """TP by looking at every pair of objects' pixel sets (one-to-one by construction above 0.5)."""
+    tp = 0
+    for t, p in itertools.product(range(1, truth.max() + 1), range(1, pred.max() + 1)):
+        a, b = truth == t, pred == p
+        union = np.sum(a | b)
+        if union and np.sum(a & b) / union > threshold:
+            tp += 1
+    return tp
+
+
+def test_matching_and_dsb_score_against_brute_force(rng):
+    for seed in range(4):
+        _, truth = synthetic.sample((64, 64), radius=9, seed=seed)
+        pred = truth.copy()
+        pred[rng.random(pred.shape) < 0.3] = 0  # damage: some objects fall below the thresholds
+        pred[(pred == 2) | (pred == 3)] = 2  # a merge
+        pred[20:30, 20:30] = pred.max() + 1  # a new object
+        n_true, n_pred = len(np.unique(truth)) - 1, len(np.unique(pred)) - 1
+        expected = []
+        for t in metrics.DSB_THRESHOLDS:
+            tp = brute_force_matches(pred, truth, t)
+            expected.append(tp / (n_true + n_pred - tp))
+        got = metrics.evaluate_objects(pred, truth)
+        assert got["dsb_score"] == pytest.approx(np.mean(expected))
+        tp = brute_force_matches(pred, truth, 0.5)
+        assert got["f1"] == pytest.approx(2 * tp / (n_true + n_pred))
+        assert metrics.match_objects(pred, truth) == (tp, n_pred - tp, n_true - tp)
+
+
+def test_object_scores_by_hand():
+    truth = np.zeros((10, 10), np.int32)
+    truth[:, :5], truth[:, 5:] = 1, 2
+    pred = np.zeros_like(truth)
+    pred[:, :4] = 1  # IoU 0.8 with object 1; object 2 missed
+    scores = metrics.evaluate_objects(pred, truth)
+    assert scores["precision"] == 1 and scores["recall"] == 0.5 and scores["f1"] == pytest.approx(2 / 3)
+    assert scores["seg"] == pytest.approx(0.4)  # (0.8 + 0) / 2
+    # DSB: matched at IoU 0.50..0.75 (0.8 > t), not at 0.80..0.95: 6 of 10 thresholds score 1/2
+    assert scores["dsb_score"] == pytest.approx(6 * 0.5 / 10)
+    with pytest.raises(ValueError, match="not unique"):
+        metrics.match_objects(pred, truth, iou_threshold=0.3)
