@@ -198,30 +198,20 @@ def _verbosity() -> int:
 @user_errors
 def predict(model_path, inputs, out_dir, tile, batch_size, memory_mb, tta, kind, min_size, split, threshold):
     """Segment images of any size with overlap-tile prediction (each page of a stack)."""
-    from keras_unet import data, inference, tiling
+    from keras_unet import data, inference
     from keras_unet.files import ensure_writable_folder
-    from keras_unet.model import unet_config
 
     ensure_writable_folder(out_dir)
     model = inference.load_model(model_path)
-    config = unet_config(model)
     files = [f for path in inputs for f in data.find_images(path)]
     for number, path in enumerate(files, start=1):
-        pages = data.read_pages(path)
-        for warning in dict.fromkeys(w for page in pages for w in inference.check_image(page, config, path)):
+        job = inference.PredictionJob(model, path, tile=tile, batch_size=batch_size, memory_mb=memory_mb, tta=tta)
+        for warning in job.warnings:
             click.echo(f"warning: {warning}", err=True)
-        tiles = [tiling.resolve_tile(model, page.shape, tile, batch_size, memory_mb) for page in pages]
-        total = tta * sum(tiling.count_tiles(page.shape, t, config["depth"], config["padding"]) for page, t in zip(pages, tiles))
-        outputs = []
-        label = f"[{number}/{len(files)}] {path.name} ({len(pages)} page{'s' * (len(pages) > 1)}, tiles)"
-        with click.progressbar(length=total, label=label, show_pos=True) as bar:
-            for page, page_tile in zip(pages, tiles):
-                probs = inference.predict_probabilities(model, page, page_tile, batch_size, tta, progress=bar.update)
-                if kind == "instances":
-                    outputs.append(inference.instances(probs, threshold=threshold, min_size=min_size, split=split))
-                else:
-                    outputs.append(probs if kind == "probabilities" else inference.labels_from_probabilities(probs, threshold))
-        written = inference.write_prediction(inference.output_path(Path(out_dir), path, kind), outputs, kind)
+        label = f"[{number}/{len(files)}] {path.name} ({len(job.pages)} page{'s' * (len(job.pages) > 1)}, tiles)"
+        with click.progressbar(length=job.total_tiles, label=label, show_pos=True) as bar:
+            written = job.run(Path(out_dir), kind, threshold=threshold, min_size=min_size, split=split,
+                              progress=bar.update)
         click.echo(f"  -> {written}")
 
 
@@ -285,23 +275,14 @@ def evaluate(model_path, data_dir, out_dir, tile, batch_size, tta, threshold, sw
 def inspect_data(data_dir, png_path, tile, samples, seed, mask_kind, n_classes):
     """Check a dataset (counts, sizes, mask kinds, class frequencies, what fit would refuse) and
     draw augmented samples."""
-    import numpy as np
-
     from keras_unet import data, pipeline, plots, synthetic
-
     from keras_unet.files import ensure_writable_folder
 
     ensure_writable_folder(Path(png_path).parent)
     params = data.WeightParams(mask_kind=mask_kind, n_classes=n_classes)
     dataset = data.load_dataset(data_dir, params) if data_dir else synthetic.as_dataset()
-    shapes = sorted({t.shape for t in dataset.targets})
-    dtypes = sorted({str(im.dtype) for im in dataset.images})
-    freq = np.bincount(np.concatenate([t.ravel() for t in dataset.targets]))
-    click.echo(f"samples: {len(dataset)}   sizes: {', '.join(f'{h}x{w}' for h, w in shapes)}   "
-               f"channels: {dataset.channels}   dtypes: {', '.join(dtypes)}   input range: {dataset.input_range()}")
-    for note in dataset.notes:
-        click.echo(note)
-    click.echo("class frequencies: " + ", ".join(f"{k}: {100 * v / freq.sum():.1f}%" for k, v in enumerate(freq)))
+    for line in dataset.summary():
+        click.echo(line)
     for problem in dataset.problems:
         click.echo(f"problem: {problem}")
     if dataset.problems:

@@ -260,6 +260,15 @@ class Dataset:
     notes: list = field(default_factory=list)  # what was found, for the user to know
     problems: list = field(default_factory=list)  # what training would silently get wrong: fit refuses
 
+    def summary(self) -> list[str]:
+        """Lines for the user: counts, sizes, channels, bit depths, input range, notes, class frequencies."""
+        shapes = sorted({t.shape for t in self.targets})
+        dtypes = sorted({str(im.dtype) for im in self.images})
+        freq = np.bincount(np.concatenate([t.ravel() for t in self.targets]))
+        return [f"samples: {len(self)}   sizes: {', '.join(f'{h}x{w}' for h, w in shapes)}   channels: {self.channels}"
+                f"   dtypes: {', '.join(dtypes)}   input range: {self.input_range()}", *self.notes,
+                "class frequencies: " + ", ".join(f"{k}: {100 * v / freq.sum():.1f}%" for k, v in enumerate(freq))]
+
     def check(self) -> "Dataset":
         """``self`` if :attr:`problems` is empty, else a :class:`DataError` with the first one."""
         if self.problems:

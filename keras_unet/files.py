@@ -62,18 +62,17 @@ def atomic_directory(path) -> Iterator[Path]:
 
 
 def ensure_writable_folder(folder) -> Path:
-    """Make ``folder`` (and parents) and prove a file can be written there, before any expensive
-    work whose result would go there; raises the OSError (permission, not a folder, full disk)."""
+    """Prove that files can be written in ``folder`` before any expensive work whose result goes
+    there, without making it (a run that fails later leaves no empty folder behind): the folder,
+    or the nearest part of its path that exists, must be a writable folder. Raises the OSError."""
     folder = Path(folder)
     for part in (folder, *folder.parents):  # mkdir would say "File exists" for a file on the way
         if part.exists():
             if not part.is_dir():
                 raise NotADirectoryError(errno.ENOTDIR, "is a file, not a folder", str(part))
-            break
-    folder.mkdir(parents=True, exist_ok=True)
-    with atomic_path(folder / ".keras-unet-write-test") as tmp:
-        tmp.write_bytes(b"")
-    (folder / ".keras-unet-write-test").unlink()
+            if not os.access(part, os.W_OK | os.X_OK):
+                raise PermissionError(errno.EACCES, "folder is not writable", str(part))
+            return folder
     return folder
 
 

@@ -110,6 +110,38 @@ def write_prediction(path: Path, pages: list[np.ndarray], kind: str, scale_label
     return data.write_image(path, np.stack(labels) if len(labels) > 1 else labels[0], pages=len(labels) > 1)
 
 
+class PredictionJob:
+    """One image file to predict: its pages, the checks, the tiles, then :meth:`run`.
+
+    Split in two so a caller can show what is coming (``warnings``, ``total_tiles`` for a progress
+    bar) before the work starts.
+    """
+
+    def __init__(self, model, path, tile=None, batch_size: int = 1, memory_mb: int = 4096, tta: int = 1):
+        config = unet_config(model)
+        self.model, self.path, self.batch_size, self.tta, self.memory_mb = model, Path(path), batch_size, tta, memory_mb
+        self.pages = data.read_pages(path)
+        self.warnings = list(dict.fromkeys(w for page in self.pages for w in check_image(page, config, path)))
+        self.tiles = [tiling.resolve_tile(model, page.shape, tile, batch_size, memory_mb) for page in self.pages]
+        self.total_tiles = tta * sum(tiling.count_tiles(page.shape, t, config["depth"], config["padding"])
+                                     for page, t in zip(self.pages, self.tiles))
+
+    def run(self, out_dir: Path, kind: str, threshold: float | None = None, min_size: int = 0,
+            split: str | None = None, progress=None) -> Path:
+        """Predict every page and write the ``kind`` of output (see :func:`write_prediction`)."""
+        outputs = []
+        for page, tile in zip(self.pages, self.tiles):
+            probabilities = predict_probabilities(self.model, page, tile, self.batch_size, self.tta, progress,
+                                                  self.memory_mb)
+            if kind == "instances":
+                outputs.append(instances(probabilities, threshold=threshold, min_size=min_size, split=split))
+            elif kind == "probabilities":
+                outputs.append(probabilities)
+            else:
+                outputs.append(labels_from_probabilities(probabilities, threshold))
+        return write_prediction(output_path(out_dir, self.path, kind), outputs, kind)
+
+
 def evaluate_pairs(model, pairs, tile=None, batch_size: int = 1, tta: int = 1, progress=None,
                    threshold: float | None = None, sweep: bool = False) -> list[dict]:
     """Metrics per image page of ``(image, mask)`` pairs: pixel metrics of the object class
