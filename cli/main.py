@@ -298,7 +298,8 @@ def inspect_data(data_dir, png_path, tile, samples, seed, mask_kind, n_classes):
 
 @main.command()
 @click.argument("model_path", type=click.Path(exists=True))
-@click.option("--format", "fmt", type=click.Choice(["savedmodel", "tflite"]), required=True)
+@click.option("--format", "fmt", type=click.Choice(["savedmodel", "tflite", "onnx"]), required=True,
+              help="TF Serving SavedModel, TFLite file, or ONNX files (tiles and any-size; needs the [onnx] extra).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="exported", show_default=True)
 @click.option("--name", default="unet", show_default=True, help="Model name (TF Serving folder).")
 @click.option("--version", "version", type=int, default=None, help="TF Serving version [next free number].")
@@ -308,7 +309,7 @@ def inspect_data(data_dir, png_path, tile, samples, seed, mask_kind, n_classes):
               help="Reload the export in a fresh process and compare with the Keras model.")
 @user_errors
 def export(model_path, fmt, out_dir, name, version, quantize, tile, verify):
-    """Export a trained model as a TF Serving SavedModel or a TFLite file."""
+    """Export a trained model: TF Serving SavedModel, TFLite file or ONNX files."""
     from keras_unet import export as exporters
 
     from keras_unet.files import ensure_writable_folder, remove_stale_temporaries
@@ -323,11 +324,17 @@ def export(model_path, fmt, out_dir, name, version, quantize, tile, verify):
     ensure_writable_folder(out_dir)
     for folder in (Path(out_dir), Path(out_dir) / name):
         remove_stale_temporaries(folder)  # left by an export that was killed
+    if fmt == "onnx":
+        from keras_unet.export.onnx import require_converter
+
+        require_converter()  # before any folder is made
     if fmt == "savedmodel":
         path = exporters.export_savedmodel(model_file, out_dir, name=name, version=version, tile=tile)
+    elif fmt == "onnx":
+        path = exporters.export_onnx(model_file, out_dir, name=name, tile=tile)
     else:
         path = exporters.export_tflite(model_file, out_dir, name=name, quantize=quantize, tile=tile)
-    click.echo(f"exported -> {path}")
+    click.echo(f"exported -> {', '.join(map(str, path)) if isinstance(path, list) else path}")
     if verify:
         report = exporters.verify(model_file, path, fmt, quantize, tile=tile)
         tolerance = report.pop("tolerance")

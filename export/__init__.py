@@ -19,7 +19,7 @@ from keras_unet.errors import DataError, ExportError
 from keras_unet.inference import load_model, resolve_model_path
 
 # Largest tolerated max |export - keras| on probabilities, per format.
-TOLERANCE = {"savedmodel": 1e-5, "none": 1e-4, "float16": 1e-2, "dynamic": 0.1}
+TOLERANCE = {"savedmodel": 1e-5, "onnx": 1e-4, "none": 1e-4, "float16": 1e-2, "dynamic": 0.1}
 
 
 def resolve_model(path) -> Path:
@@ -36,6 +36,14 @@ def export_savedmodel(model, out_dir, name: str = "unet", version: int | None = 
     from keras_unet.export import savedmodel
 
     return savedmodel.export_savedmodel(_loaded(model), out_dir, name, version, tile)
+
+
+def export_onnx(model, out_dir, name: str = "unet", tile: int | None = None) -> list[Path]:
+    """Write ``out_dir/name.onnx`` (tiles) and ``out_dir/name_segment.onnx`` (any size); see
+    :mod:`keras_unet.export.onnx`."""
+    from keras_unet.export import onnx
+
+    return onnx.export_onnx(_loaded(model), out_dir, name, tile)
 
 
 def export_tflite(model, out_dir, name: str = "unet", quantize: str = "none", tile: int | None = None) -> Path:
@@ -55,6 +63,9 @@ if fmt == "savedmodel":
     import tensorflow as tf
     loaded = tf.saved_model.load(path)
     result = loaded.signatures[signature](image=tf.constant(image))["probabilities"].numpy()
+elif fmt == "onnx":
+    import onnxruntime
+    result = onnxruntime.InferenceSession(path).run(["probabilities"], {"image": image})[0]
 else:
     from ai_edge_litert.interpreter import Interpreter
     interpreter = Interpreter(model_path=path)
@@ -120,14 +131,20 @@ def verify(model, export_path, fmt: str, quantize: str = "none", tile: int | Non
     keras_model = _loaded(model)
     config = unet_config(keras_model)
     size = _input_size(export_path, fmt) or tile or default_export_tile(keras_model)
-    tolerance = TOLERANCE["savedmodel" if fmt == "savedmodel" else quantize]
+    tolerance = TOLERANCE[fmt if fmt in ("savedmodel", "onnx") else quantize]
     tile_image = verification_image((size, size), config)[None]
-    checks = {f"{'serving_default' if fmt == 'savedmodel' else 'tflite'} {size}x{size}":
-              (run_in_fresh_process(fmt, export_path, tile_image), np.asarray(keras_model.predict_on_batch(tile_image)))}
+    tile_path, segment_path = (export_path if fmt != "onnx" else export_path[0]), None
     if fmt == "savedmodel":
+        segment_path = export_path
+    elif fmt == "onnx":
+        segment_path = export_path[1]
+    name = {"savedmodel": "serving_default", "onnx": "onnx tiles", "tflite": "tflite"}[fmt]
+    checks = {f"{name} {size}x{size}":
+              (run_in_fresh_process(fmt, tile_path, tile_image), np.asarray(keras_model.predict_on_batch(tile_image)))}
+    if segment_path is not None:
         odd = verification_image(ODD_SHAPE, config, seed=1)
-        checks[f"segment {ODD_SHAPE[0]}x{ODD_SHAPE[1]}"] = (
-            run_in_fresh_process(fmt, export_path, odd, "segment"), tiling.predict_tiled(keras_model, odd, tile=size))
+        checks[f"{'segment' if fmt == 'savedmodel' else 'onnx segment'} {ODD_SHAPE[0]}x{ODD_SHAPE[1]}"] = (
+            run_in_fresh_process(fmt, segment_path, odd, "segment"), tiling.predict_tiled(keras_model, odd, tile=size))
     report = {"tolerance": tolerance}
     for name, (got, expected) in checks.items():
         diff = float(np.max(np.abs(got - expected)))

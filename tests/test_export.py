@@ -232,3 +232,27 @@ def test_segment_equals_overlap_tile_prediction_at_every_tile_boundary(savedmode
         image = rng.uniform(0, 255, (*shape, 1)).astype(np.float32)
         got = segment(image=tf.constant(image))["probabilities"].numpy()
         np.testing.assert_allclose(got, tiling.predict_tiled(model, image, tile=220), atol=1e-5, err_msg=str(shape))
+
+
+def test_onnx_export_matches_keras_for_tiles_and_any_size(model_file, tmp_path):
+    paths = export.export_onnx(model_file, tmp_path, name="cells", tile=220)
+    assert [p.name for p in paths] == ["cells.onnx", "cells_segment.onnx"]
+    report = export.verify(model_file, paths, "onnx", tile=220)
+    assert report.pop("tolerance") == 1e-4
+    assert set(report) == {"onnx tiles 220x220", "onnx segment 203x317"}
+    assert all(diff <= 1e-4 and flips == 0 for diff, flips in report.values())
+    runner = CliRunner()
+    result = runner.invoke(main, ["export", str(model_file), "--format", "onnx", "--tile", "220",
+                                  "--out", str(tmp_path / "cli")])
+    assert result.exit_code == 0, result.output
+    assert "onnx segment 203x317" in result.output and (tmp_path / "cli" / "unet_segment.onnx").is_file()
+
+
+def test_onnx_without_its_extra_names_the_extra(model_file, tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tf2onnx" else real(name, *a))
+    result = CliRunner().invoke(main, ["export", str(model_file), "--format", "onnx", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "pip install 'unet-paper-keras[onnx]'" in result.output
+    assert not (tmp_path / "o").exists()
