@@ -298,8 +298,13 @@ def inspect_data(data_dir, png_path, tile, samples, seed, mask_kind, n_classes):
 
 @main.command()
 @click.argument("model_path", type=click.Path(exists=True))
-@click.option("--format", "fmt", type=click.Choice(["savedmodel", "tflite", "onnx"]), required=True,
-              help="TF Serving SavedModel, TFLite file, or ONNX files (tiles and any-size; needs the [onnx] extra).")
+@click.option("--format", "fmt", type=click.Choice(["savedmodel", "tflite", "onnx", "bioimageio"]), required=True,
+              help="TF Serving SavedModel, TFLite file, ONNX files (tiles and any-size; [onnx] extra) or a "
+                   "bioimage.io package for deepImageJ / ilastik / napari ([bioimageio] extra).")
+@click.option("--sample", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="bioimage.io: an image for the package's test tensors and cover [a synthetic one].")
+@click.option("--author", "authors", multiple=True, help="bioimage.io: author name(s) [your user name].")
+@click.option("--license", "license_id", default="CC-BY-4.0", show_default=True, help="bioimage.io: SPDX licence id.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="exported", show_default=True)
 @click.option("--name", default="unet", show_default=True, help="Model name (TF Serving folder).")
 @click.option("--version", "version", type=int, default=None, help="TF Serving version [next free number].")
@@ -308,7 +313,7 @@ def inspect_data(data_dir, png_path, tile, samples, seed, mask_kind, n_classes):
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="Reload the export in a fresh process and compare with the Keras model.")
 @user_errors
-def export(model_path, fmt, out_dir, name, version, quantize, tile, verify):
+def export(model_path, fmt, out_dir, name, version, quantize, tile, verify, sample, authors, license_id):
     """Export a trained model: TF Serving SavedModel, TFLite file or ONNX files."""
     from keras_unet import export as exporters
 
@@ -328,6 +333,19 @@ def export(model_path, fmt, out_dir, name, version, quantize, tile, verify):
         from keras_unet.export.onnx import require_converter
 
         require_converter()  # before any folder is made
+    if fmt == "bioimageio":
+        from keras_unet.export.bioimageio import require_spec, test_package
+
+        require_spec()
+        from keras_unet import data
+
+        image = data.read_image(sample) if sample else None
+        path = exporters.export_bioimageio(model_file, out_dir, name=name, tile=tile, sample=image,
+                                           authors=list(authors) or None, license=license_id)
+        click.echo(f"exported -> {path}")
+        if verify:
+            click.echo(f"bioimageio.core test_model in a fresh process: {test_package(path)}")
+        return
     if fmt == "savedmodel":
         path = exporters.export_savedmodel(model_file, out_dir, name=name, version=version, tile=tile)
     elif fmt == "onnx":

@@ -46,6 +46,14 @@ def export_onnx(model, out_dir, name: str = "unet", tile: int | None = None) -> 
     return onnx.export_onnx(_loaded(model), out_dir, name, tile)
 
 
+def export_bioimageio(model, out_dir, name: str = "unet", tile: int | None = None, sample=None, authors=None,
+                      license: str = "CC-BY-4.0") -> Path:
+    """Write ``out_dir/name.bioimageio.zip``; see :mod:`keras_unet.export.bioimageio`."""
+    from keras_unet.export import bioimageio
+
+    return bioimageio.export_bioimageio(_loaded(model), out_dir, name, tile, sample, authors, license)
+
+
 def export_tflite(model, out_dir, name: str = "unet", quantize: str = "none", tile: int | None = None) -> Path:
     """Write ``out_dir/name[_quant].tflite`` (see :mod:`keras_unet.export.tflite`)."""
     from keras_unet.export import tflite

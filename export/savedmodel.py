@@ -29,7 +29,7 @@ SIGNATURES = ("serving_default", "segment")
 class UNetServing(tf.Module):
     """The Keras model's inference functions as a plain ``tf.Module``."""
 
-    def __init__(self, model, tile: int):
+    def __init__(self, model, tile: int, labels: bool = True):
         super().__init__(name="unet_serving")
         config = unet_config(model)
         # Track the underlying tf.Variables once, and reach the model through a closure only:
@@ -42,6 +42,7 @@ class UNetServing(tf.Module):
         self.smallest = sizes.smallest_valid_input(config["depth"], config["padding"])
         self.size_step = sizes.size_step(config["depth"])
         self.n_classes = config["n_classes"]
+        self.labels = labels
         spec_batch = tf.TensorSpec([None, None, None, self.channels], tf.float32, name="image")
         spec_image = tf.TensorSpec([None, None, self.channels], tf.float32, name="image")
         self.serve = tf.function(self._serve, input_signature=[spec_batch])
@@ -72,6 +73,8 @@ class UNetServing(tf.Module):
     def _serve(self, image):
         image = self._checked(image, batched=True)
         probabilities = tf.cast(self._call(image), tf.float32)
+        if not self.labels:  # bioimage.io: its tools map outputs by position, so one output only
+            return {"probabilities": probabilities}
         return {"probabilities": probabilities, "labels": tf.argmax(probabilities, axis=-1, output_type=tf.int32)}
 
     def _count(self, length):
@@ -175,10 +178,11 @@ def default_export_tile(model) -> int:
     return min(valid, key=lambda s: abs(s - target))
 
 
-def save_module(model, directory, tile: int | None = None, signatures=SIGNATURES, model_name: str = "unet") -> Path:
+def save_module(model, directory, tile: int | None = None, signatures=SIGNATURES, model_name: str = "unet",
+                labels: bool = True) -> Path:
     """``tf.saved_model.save`` of :class:`UNetServing` into ``directory`` (must not exist), with
-    TF Serving's warm-up requests."""
-    module = UNetServing(model, tile or default_export_tile(model))
+    TF Serving's warm-up requests. ``labels=False``: probabilities only (bioimage.io)."""
+    module = UNetServing(model, tile or default_export_tile(model), labels=labels)
     functions = {"serving_default": module.serve, "segment": module.segment}
     tf.saved_model.save(module, str(directory), signatures={k: functions[k].get_concrete_function() for k in signatures})
     write_warmup(directory, module, model_name)

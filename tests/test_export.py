@@ -256,3 +256,40 @@ def test_onnx_without_its_extra_names_the_extra(model_file, tmp_path, monkeypatc
     result = CliRunner().invoke(main, ["export", str(model_file), "--format", "onnx", "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "pip install 'unet-paper-keras[onnx]'" in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_bioimageio_package_passes_bioimageio_core_in_a_fresh_process(model_file, tmp_path):
+    import zipfile
+
+    import imageio.v3 as iio
+    from ruyaml import YAML  # bioimageio.spec's own YAML reader
+
+    from keras_unet import synthetic
+
+    sample = tmp_path / "cells.png"
+    iio.imwrite(sample, synthetic.sample((180, 200), seed=5)[0])  # smaller than the tile: mirror-padded
+    result = CliRunner().invoke(main, ["export", str(model_file), "--format", "bioimageio", "--tile", "220",
+                                       "--sample", str(sample), "--author", "A. Lab", "--out", str(tmp_path / "bio")])
+    assert result.exit_code == 0, result.output
+    assert "test_model in a fresh process: passed" in result.output
+    package = tmp_path / "bio" / "unet.bioimageio.zip"
+    with zipfile.ZipFile(package) as archive:
+        rdf = YAML(typ="safe").load(archive.read("rdf.yaml").decode())
+        names = archive.namelist()
+    assert rdf["format_version"].startswith("0.5") and rdf["authors"] == [{"name": "A. Lab"}]
+    (image,) = rdf["inputs"]
+    assert [a.get("id", a["type"]) for a in image["axes"]] == ["batch", "y", "x", "channel"]
+    assert image["axes"][1]["size"] == {"min": 188, "step": 16}
+    assert rdf["outputs"][0]["axes"][1]["size"]["offset"] == -184
+    assert rdf["cite"][0]["doi"] == "10.1007/978-3-319-24574-4_28" and rdf["license"] == "CC-BY-4.0"
+    assert "tensorflow_saved_model_bundle" in rdf["weights"] and any(n.endswith(".png") for n in names)
+
+
+def test_bioimageio_without_its_extra_names_the_extra(model_file, tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name.startswith("bioimageio") else real(name, *a))
+    result = CliRunner().invoke(main, ["export", str(model_file), "--format", "bioimageio", "--out", str(tmp_path / "b")])
+    assert result.exit_code == 2 and "pip install 'unet-paper-keras[bioimageio]'" in result.output
+    assert not (tmp_path / "b").exists()
