@@ -22,6 +22,7 @@ import numpy as np
 from keras_unet import losses, synthetic, tiling, weights
 from keras_unet.model import unet
 
+MEMORY_MB = 60_000  # the tile budget on a GPU of 80-141 GB
 FORWARD_GFLOP_572 = 300.9  # benchmarks/results/inference.md: one 572 px tile, computed from the layers
 # Dense tensor-core peaks (TFLOP/s) of the SXM cards, NVIDIA data sheets: bf16/fp16 and tf32.
 PEAKS = {"H100": {"bf16": 989.4, "tf32": 494.7}, "H200": {"bf16": 989.4, "tf32": 494.7}}
@@ -76,9 +77,9 @@ def train_rate(batch: int, policy: str, jit: bool, steps: int) -> float:
 
 def segment_seconds(model, size: int) -> tuple[float, int]:
     image = synthetic.sample((size, size), seed=1)[0].astype(np.float32)
-    tile = tiling.resolve_tile(model, image.shape, None, 1, 60_000)
-    tiling.predict_tiled(model, image, tile=tile)  # warm-up: compiles this tile shape
-    best = min(_timed(lambda: tiling.predict_tiled(model, image, tile=tile)) for _ in range(3))
+    tile = tiling.resolve_tile(model, image.shape, None, 1, MEMORY_MB)
+    tiling.predict_tiled(model, image, tile=tile, memory_mb=MEMORY_MB)  # warm-up: compiles this tile shape
+    best = min(_timed(lambda: tiling.predict_tiled(model, image, tile=tile, memory_mb=MEMORY_MB)) for _ in range(3))
     return best, tile
 
 
