@@ -11,7 +11,6 @@ second" for 512x512 on a 2015 GPU), after a warm-up of the same shapes.
 """
 import argparse
 import json
-import os
 import platform
 import time
 from pathlib import Path

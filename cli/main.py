@@ -243,7 +243,8 @@ def evaluate(model_path, data_dir, out_dir, tile, batch_size, tta, threshold, sw
     rows = []
     with click.progressbar(pairs, label="evaluating") as bar:
         for pair in bar:
-            rows += inference.evaluate_pairs(model, [pair], tile, batch_size, tta, threshold=threshold, sweep=sweep)
+            rows += inference.evaluate_pairs(model, [pair], tile, batch_size, tta, threshold=threshold, sweep=sweep,
+                                             warn=lambda message: click.echo(f"\nwarning: {message}", err=True))
     rows.append(inference.mean_row(rows))
     keys = [k for k in rows[0] if k != "image"]
     click.echo(f"protocol: {'argmax' if threshold is None else f'object where p >= {threshold:g}'}, {tta} view(s)"

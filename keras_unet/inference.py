@@ -143,7 +143,7 @@ class PredictionJob:
 
 
 def evaluate_pairs(model, pairs, tile=None, batch_size: int = 1, tta: int = 1, progress=None,
-                   threshold: float | None = None, sweep: bool = False) -> list[dict]:
+                   threshold: float | None = None, sweep: bool = False, warn=None) -> list[dict]:
     """Metrics per image page of ``(image, mask)`` pairs: pixel metrics of the object class
     (:func:`keras_unet.metrics.evaluate_binary`) and object metrics
     (:func:`keras_unet.metrics.evaluate_objects`, ``object_*`` keys) of the predicted instances
@@ -152,7 +152,8 @@ def evaluate_pairs(model, pairs, tile=None, batch_size: int = 1, tta: int = 1, p
     ``threshold``: object where p(class 1) >= threshold (default: argmax), fixed beforehand as a
     user would. ``sweep``: also the ISBI challenge's protocol, the best value of each challenge
     metric over thresholds 0.0-1.0 (``swept_*`` keys; it looks at the truth to pick, so it is an
-    upper bound, reported apart).
+    upper bound, reported apart). ``warn``: called with a message for each page whose scores mean
+    little (a mask without any object scores a perfect Rand error and SEG whatever is predicted).
     """
     from keras_unet.instances import as_uint16, instances_from_probabilities
 
@@ -174,6 +175,9 @@ def evaluate_pairs(model, pairs, tile=None, batch_size: int = 1, tta: int = 1, p
             prediction = labels_from_probabilities(probabilities, threshold)
             found = instances_from_probabilities(probabilities, threshold=threshold)
             name = image_path.name + (f"[{page}]" if len(images) > 1 else "")
+            if warn is not None and not np.any(true_objects):
+                warn(f"{mask_path}{f'[{page}]' if len(images) > 1 else ''}: the mask has no object: its Rand, "
+                     "warping and SEG scores are perfect whatever is predicted; check the mask")
             row = {"image": name, **metrics.evaluate_binary(prediction, truth),
                    **{f"object_{k}": v for k, v in metrics.evaluate_objects(found, true_objects).items()}}
             if sweep:

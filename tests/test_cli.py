@@ -302,3 +302,16 @@ def test_predict_instances_and_evaluate_objects(tmp_path):
     assert mean["object_recall"] == 1 and mean["object_precision"] == 0.75 and mean["object_seg"] == 1
     assert run("predict", model, tmp_path / "ds" / "images" / "a.png", "--format", "instances",
                "--min-size", -1).exit_code == 2
+
+
+def test_evaluate_warns_about_masks_without_objects_and_a_hyperstack_is_checked(tmp_path):
+    import tifffile
+
+    model = threshold_model(tmp_path / "m.keras")
+    data.write_image(tmp_path / "ds" / "images" / "a.png", np.full((40, 40), 200, np.uint8))
+    data.write_image(tmp_path / "ds" / "masks" / "a.png", np.zeros((40, 40), np.uint8))
+    result = run("evaluate", model, tmp_path / "ds")
+    assert result.exit_code == 0 and "a.png: the mask has no object" in result.output
+    tifffile.imwrite(tmp_path / "five.tif", np.zeros((1, 2, 40, 40, 3), np.uint8))  # a 5-D stack of RGB pages
+    result = run("predict", model, tmp_path / "five.tif", "--out", tmp_path / "p")
+    assert result.exit_code == 2 and "five.tif: image has 3 channel(s) but the model takes 1" in result.output
