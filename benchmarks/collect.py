@@ -6,7 +6,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 START, END = "<!-- results: start -->", "<!-- results: end -->"
-ORDER = ["weightmap", "augmentation", "inference", "metrics", "isbi2012"]
+ORDER = ["weightmap", "augmentation", "inference", "validation", "metrics", "isbi2012", "instances", "export", "gpu"]
 
 
 def main():
