@@ -114,17 +114,6 @@ def _clean_env() -> dict:
 ODD_SHAPE = (203, 317)
 
 
-def verification_image(shape, config: dict, seed: int = 0) -> np.ndarray:
-    """A real-looking ``(H, W, C)`` float32 image in the model's input range: synthetic cells
-    (membranes, touching objects, noise), whose outputs show errors a random input hides."""
-    from keras_unet import synthetic
-
-    image = synthetic.sample(tuple(shape), seed=seed)[0].astype(np.float32) / 255.0
-    low, high = config["input_range"] or (0.0, 1.0)
-    image = low + image * (high - low)
-    return np.repeat(image[..., None], config["in_channels"], axis=-1)
-
-
 def verify(model, export_path, fmt: str, quantize: str = "none", tile: int | None = None) -> dict:
     """Compare an export with the Keras model in a fresh process; raise beyond the tolerance.
 
@@ -132,7 +121,7 @@ def verify(model, export_path, fmt: str, quantize: str = "none", tile: int | Non
     tile of the export's size, ``segment`` on an odd-sized whole image against overlap-tile
     prediction. Returns ``{check: (max |dp|, label flips)}`` and the tolerance under ``"tolerance"``.
     """
-    from keras_unet import tiling
+    from keras_unet import synthetic, tiling
     from keras_unet.export.savedmodel import default_export_tile
     from keras_unet.model import unet_config
 
@@ -140,7 +129,7 @@ def verify(model, export_path, fmt: str, quantize: str = "none", tile: int | Non
     config = unet_config(keras_model)
     size = _input_size(export_path, fmt) or tile or default_export_tile(keras_model)
     tolerance = TOLERANCE[fmt if fmt in ("savedmodel", "onnx") else quantize]
-    tile_image = verification_image((size, size), config)[None]
+    tile_image = synthetic.model_image((size, size), config)[None]
     tile_path, segment_path = (export_path if fmt != "onnx" else export_path[0]), None
     if fmt == "savedmodel":
         segment_path = export_path
@@ -150,7 +139,7 @@ def verify(model, export_path, fmt: str, quantize: str = "none", tile: int | Non
     checks = {f"{name} {size}x{size}":
               (run_in_fresh_process(fmt, tile_path, tile_image), np.asarray(keras_model.predict_on_batch(tile_image)))}
     if segment_path is not None:
-        odd = verification_image(ODD_SHAPE, config, seed=1)
+        odd = synthetic.model_image(ODD_SHAPE, config, seed=1)
         checks[f"{'segment' if fmt == 'savedmodel' else 'onnx segment'} {ODD_SHAPE[0]}x{ODD_SHAPE[1]}"] = (
             run_in_fresh_process(fmt, segment_path, odd, "segment"), tiling.predict_tiled(keras_model, odd, tile=size))
     report = {"tolerance": tolerance}

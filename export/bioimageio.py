@@ -77,8 +77,7 @@ def export_bioimageio(model, out_dir, name: str = "unet", tile: int | None = Non
     from bioimageio.spec import save_bioimageio_package
     from bioimageio.spec.model import v0_5 as spec
 
-    from keras_unet import sizes
-    from keras_unet.export import verification_image
+    from keras_unet import sizes, synthetic
     from keras_unet.export.savedmodel import default_export_tile, save_module
     from keras_unet.model import unet_config
 
@@ -88,7 +87,7 @@ def export_bioimageio(model, out_dir, name: str = "unet", tile: int | None = Non
     smallest, step = sizes.smallest_valid_input(config["depth"], config["padding"]), sizes.size_step(config["depth"])
     offset = sizes.output_size(tile, config["depth"], config["padding"]) - tile
     if sample is None:
-        image = verification_image((tile, tile), config)
+        image = synthetic.model_image((tile, tile), config)
     else:
         image = np.asarray(sample, np.float32).reshape(*np.shape(sample)[:2], -1)
         if image.shape[-1] != config["in_channels"]:

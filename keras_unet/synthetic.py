@@ -112,3 +112,12 @@ def as_dataset(n: int = 8, shape=(256, 256), seed: int = 0, params: WeightParams
         out.sources.append(f"synthetic[{seed}:{i}]")
         out.mask_kinds.append(kind)
     return out
+
+
+def model_image(shape, config: dict, seed: int = 0) -> np.ndarray:
+    """A real-looking ``(H, W, C)`` float32 image in a model's raw input range (``config`` as
+    :func:`keras_unet.model.unet_config` gives it): membranes, touching cells and noise, whose
+    outputs show export errors that a random input hides."""
+    image = sample(tuple(shape), seed=seed)[0].astype(np.float32) / 255.0
+    low, high = config["input_range"] or (0.0, 1.0)
+    return np.repeat((low + image * (high - low))[..., None], config["in_channels"], axis=-1)
