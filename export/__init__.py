@@ -130,18 +130,22 @@ def verify(model, export_path, fmt: str, quantize: str = "none", tile: int | Non
     size = _input_size(export_path, fmt) or tile or default_export_tile(keras_model)
     tolerance = TOLERANCE[fmt if fmt in ("savedmodel", "onnx") else quantize]
     tile_image = synthetic.model_image((size, size), config)[None]
-    tile_path, segment_path = (export_path if fmt != "onnx" else export_path[0]), None
+    odd = synthetic.model_image(ODD_SHAPE, config, seed=1)
+    inputs = {"tile": (tile_image, "serving_default"), "whole": (odd, "segment")}
+    # (check name, file, which input): what each format's files take
     if fmt == "savedmodel":
-        segment_path = export_path
-    elif fmt == "onnx":
-        segment_path = export_path[1]
-    name = {"savedmodel": "serving_default", "onnx": "onnx tiles", "tflite": "tflite"}[fmt]
-    checks = {f"{name} {size}x{size}":
-              (run_in_fresh_process(fmt, tile_path, tile_image), np.asarray(keras_model.predict_on_batch(tile_image)))}
-    if segment_path is not None:
-        odd = synthetic.model_image(ODD_SHAPE, config, seed=1)
-        checks[f"{'segment' if fmt == 'savedmodel' else 'onnx segment'} {ODD_SHAPE[0]}x{ODD_SHAPE[1]}"] = (
-            run_in_fresh_process(fmt, segment_path, odd, "segment"), tiling.predict_tiled(keras_model, odd, tile=size))
+        targets = [("serving_default", export_path, "tile"), ("segment", export_path, "whole")]
+    elif fmt == "onnx":  # export_path: the tile file and the any-size file
+        targets = [("onnx tiles", export_path[0], "tile"), ("onnx segment", export_path[1], "whole")]
+    else:
+        targets = [("tflite", export_path, "tile")]
+    expected = {"tile": lambda: np.asarray(keras_model.predict_on_batch(tile_image)),
+                "whole": lambda: tiling.predict_tiled(keras_model, odd, tile=size)}
+    checks = {}
+    for name, path, kind in targets:
+        image, signature = inputs[kind]
+        shape = f"{size}x{size}" if kind == "tile" else f"{ODD_SHAPE[0]}x{ODD_SHAPE[1]}"
+        checks[f"{name} {shape}"] = (run_in_fresh_process(fmt, path, image, signature), expected[kind]())
     report = {"tolerance": tolerance}
     for name, (got, expected) in checks.items():
         diff = float(np.max(np.abs(got - expected)))
