@@ -166,9 +166,12 @@ def resume(run_dir, epochs: int | None = None, verbose: int = 1, datasets=None) 
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():
         raise ModelFileError(f"{run_dir}: not a run folder to resume (no config.json); start it anew with --out")
-    config = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text())["config"])
-    if epochs is not None:
-        config = config.updated(epochs=epochs)
+    saved = json.loads((run_dir / "config.json").read_text())
+    config = TrainConfig.from_dict(saved["config"])
+    if epochs is not None and epochs != config.epochs:
+        config = config.updated(epochs=epochs).validated()
+        if is_chief():  # the run's record follows: a later --resume continues to the new total
+            write_json(run_dir / "config.json", {**saved, "config": asdict(config)})
     has_checkpoint = (run_dir / "last.keras").is_file()
     state = {"epoch": 0, "best": float("inf")}
     if has_checkpoint and (run_dir / "state.json").is_file():

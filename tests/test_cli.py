@@ -43,6 +43,7 @@ def test_fit_tiny_writes_run_folder(tmp_path):
     longer = run("fit", "--resume", out, "--epochs", 2)
     assert longer.exit_code == 0, longer.output
     assert len((out / "log.csv").read_text().splitlines()) == 3  # header + epochs 1 and 2
+    assert json.loads((out / "config.json").read_text())["config"]["epochs"] == 2  # the record follows
     other = run("fit", "--resume", out, "--tile", 84)
     assert other.exit_code == 2 and "only --epochs may change" in other.output
 
