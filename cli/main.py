@@ -317,45 +317,45 @@ def inspect_data(data_dir, png_path, tile, samples, seed, mask_kind, n_classes):
 def export(model_path, fmt, out_dir, name, version, quantize, tile, verify, sample, authors, license_id):
     """Export a trained model: TF Serving SavedModel, TFLite file or ONNX files."""
     from keras_unet import export as exporters
-
+    from keras_unet import inference, sizes
     from keras_unet.files import ensure_writable_folder, remove_stale_temporaries
+    from keras_unet.model import unet_config
 
     model_file = exporters.resolve_model(model_path)
-    if tile is not None:  # before any folder is made
-        from keras_unet import inference, sizes
-        from keras_unet.model import unet_config
-
-        config = unet_config(inference.load_model(model_file))
-        sizes.check_input_size(tile, config["depth"], config["padding"])
-    ensure_writable_folder(out_dir)
-    for folder in (Path(out_dir), Path(out_dir) / name):
-        remove_stale_temporaries(folder)  # left by an export that was killed
-    if fmt == "onnx":
+    if fmt == "onnx":  # a missing extra is named before any work
         from keras_unet.export.onnx import require_converter
 
-        require_converter()  # before any folder is made
+        require_converter()
     if fmt == "bioimageio":
         from keras_unet.export.bioimageio import require_spec, test_package
 
         require_spec()
+    model = inference.load_model(model_file)  # once: the checks, the export and its verification use it
+    if tile is not None:  # before any folder is made
+        config = unet_config(model)
+        sizes.check_input_size(tile, config["depth"], config["padding"])
+    ensure_writable_folder(out_dir)
+    for folder in (Path(out_dir), Path(out_dir) / name):
+        remove_stale_temporaries(folder)  # left by an export that was killed
+    if fmt == "bioimageio":
         from keras_unet import data
 
         image = data.read_image(sample) if sample else None
-        path = exporters.export_bioimageio(model_file, out_dir, name=name, tile=tile, sample=image,
+        path = exporters.export_bioimageio(model, out_dir, name=name, tile=tile, sample=image,
                                            authors=list(authors) or None, license=license_id)
         click.echo(f"exported -> {path}")
         if verify:
             click.echo(f"bioimageio.core test_model in a fresh process: {test_package(path)}")
         return
     if fmt == "savedmodel":
-        path = exporters.export_savedmodel(model_file, out_dir, name=name, version=version, tile=tile)
+        path = exporters.export_savedmodel(model, out_dir, name=name, version=version, tile=tile)
     elif fmt == "onnx":
-        path = exporters.export_onnx(model_file, out_dir, name=name, tile=tile)
+        path = exporters.export_onnx(model, out_dir, name=name, tile=tile)
     else:
-        path = exporters.export_tflite(model_file, out_dir, name=name, quantize=quantize, tile=tile)
+        path = exporters.export_tflite(model, out_dir, name=name, quantize=quantize, tile=tile)
     click.echo(f"exported -> {', '.join(map(str, path)) if isinstance(path, list) else path}")
     if verify:
-        report = exporters.verify(model_file, path, fmt, quantize, tile=tile)
+        report = exporters.verify(model, path, fmt, quantize, tile=tile)
         tolerance = report.pop("tolerance")
         for check, (diff, flips) in report.items():
             click.echo(f"verified in a fresh process: {check}: max |export - keras| = {diff:.2e} "

@@ -143,14 +143,15 @@ def find_pairs(directory) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def unpaired_images(directory) -> list[Path]:
-    """Images of a dataset folder that no mask pairs with (they are not used for training)."""
+def unpaired_images(directory, pairs=None) -> list[Path]:
+    """Images of a dataset folder that no mask pairs with (they are not used for training);
+    ``pairs``: its :func:`find_pairs`, where the caller has them already."""
     root = Path(directory)
-    paired = {image for image, _ in find_pairs(root)}
+    pairs = find_pairs(root) if pairs is None else pairs
+    paired, masks = {image for image, _ in pairs}, {mask for _, mask in pairs}
     image_dir = _first_dir(root, IMAGE_DIRS) if _first_dir(root, MASK_DIRS) else None
     if image_dir:
         return [p for p in _images_in(image_dir) if p not in paired]
-    masks = {mask for _, mask in find_pairs(root)}
     return [p for p in _images_in(root) if p not in paired and p not in masks
             and not any(p.stem.endswith(s) for s in MASK_SUFFIXES)]
 
@@ -402,8 +403,9 @@ def _values(values: np.ndarray) -> str:
 
 def load_dataset(directory, params: WeightParams = WeightParams(), cache_dir="default") -> Dataset:
     """Read a dataset folder (see :func:`find_pairs`); images without a mask are noted."""
-    dataset = load_pairs(find_pairs(directory), params, cache_dir)
-    unpaired = unpaired_images(directory)
+    pairs = find_pairs(directory)
+    dataset = load_pairs(pairs, params, cache_dir)
+    unpaired = unpaired_images(directory, pairs)
     if unpaired:
         dataset.notes.append(f"{len(unpaired)} image(s) without a mask, not used: {_examples(unpaired)}")
     return dataset

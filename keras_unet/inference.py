@@ -157,6 +157,7 @@ def evaluate_pairs(model, pairs, tile=None, batch_size: int = 1, tta: int = 1, p
     """
     from keras_unet.instances import as_uint16, instances_from_probabilities
 
+    config = unet_config(model)
     rows = []
     for image_path, mask_path in pairs:
         images, masks = data.read_pages(image_path), data.read_pages(mask_path)
@@ -170,7 +171,7 @@ def evaluate_pairs(model, pairs, tile=None, batch_size: int = 1, tta: int = 1, p
             else:  # instance labels: pixel metrics against the training target (with its borders)
                 true_objects = as_uint16(mask, str(mask_path))
                 truth = weights.binary_target(mask.astype(np.int32))
-            check_image(image, unet_config(model), image_path)
+            check_image(image, config, image_path)
             probabilities = predict_probabilities(model, image, tile, batch_size, tta, progress)
             prediction = labels_from_probabilities(probabilities, threshold)
             found = instances_from_probabilities(probabilities, threshold=threshold)

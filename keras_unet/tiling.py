@@ -133,13 +133,14 @@ def resolve_tile(model, image_shape, tile: int | None = None, batch_size: int = 
         return default_tile(image_shape, config["depth"], config["padding"], config["base_filters"], batch_size,
                             memory_mb)
     sizes.check_input_size(tile, config["depth"], config["padding"])
-    if estimate_tile_bytes(tile, config["base_filters"], batch_size) > memory_mb * 2**20:
+    budget = memory_mb * 2**20
+    needed = estimate_tile_bytes(tile, config["base_filters"], batch_size)
+    if needed > budget:
         fits = [s for s in sizes.valid_input_sizes(tile, config["depth"], config["padding"])
-                if estimate_tile_bytes(s, config["base_filters"], batch_size) <= memory_mb * 2**20]
+                if estimate_tile_bytes(s, config["base_filters"], batch_size) <= budget]
         advice = f"use --tile {fits[-1]} or smaller" if fits else "lower --batch-size"
-        raise SettingsError(f"--tile {tile} with --batch-size {batch_size} needs about "
-                            f"{estimate_tile_bytes(tile, config['base_filters'], batch_size) / 2**30:.1f} GB, over "
-                            f"--memory-mb {memory_mb}; {advice} (or raise --memory-mb)")
+        raise SettingsError(f"--tile {tile} with --batch-size {batch_size} needs about {needed / 2**30:.1f} GB, "
+                            f"over --memory-mb {memory_mb}; {advice} (or raise --memory-mb)")
     return tile
 
 
