@@ -3,7 +3,10 @@
     pip install torch            # the peer; optional, only for this benchmark
     python benchmarks/inference.py [--skip-memory]
 
-Figures: float32 matmul peak (numpy and TF, same run); FLOPs of the network computed from its
+Figures: the CPU's theoretical float32 peak (cores x FMA pipes x lanes x 2 x clock, from
+/proc/cpuinfo) and the best measured matmul (numpy with the OpenBLAS kernel it picks, with
+OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset in a child process where the machine sets them, and TF);
+network rates as fractions of both; FLOPs of the network computed from its
 layers; seconds per 512x512 image for several tilings, batchings and XLA; achieved GFLOP/s;
 forward and train-step time ratios keras-unet / PyTorch at base 32 and 64; peak RSS of
 overlap-tile prediction of 2048^2 and 4096^2 images.
@@ -19,16 +22,67 @@ from _common import best_of, write_table
 THREADS = 2
 
 
+NUMPY_MATMUL = """
+import numpy as np, time
+try:
+    import threadpoolctl
+    kernel = ",".join(str(i.get("architecture")) for i in threadpoolctl.threadpool_info() if i["internal_api"] == "openblas")
+except ImportError:
+    kernel = "?"
+n = 4096
+a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+best = min((lambda t: (a @ a, time.perf_counter() - t)[1])(time.perf_counter()) for _ in range(3))
+print(2 * n**3 / best / 1e9, kernel or "?")
+"""
+
+
+def numpy_matmul(unset_coretype: bool) -> tuple[float, str]:
+    """``(GFLOP/s, OpenBLAS kernel)`` of a float32 4096^2 matmul in a child process."""
+    import os
+
+    env = {k: v for k, v in os.environ.items()
+           if not (unset_coretype and k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"))}
+    env.update(OPENBLAS_NUM_THREADS=str(THREADS))
+    out = subprocess.run([sys.executable, "-c", NUMPY_MATMUL], capture_output=True, text=True, check=True, env=env)
+    rate, kernel = out.stdout.split()
+    return float(rate), kernel
+
+
 def matmul_peak():
     import tensorflow as tf
 
     n = 4096
     a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
-    flops = 2 * n**3
-    numpy_rate = flops / best_of(lambda: a @ a, repeat=3) / 1e9
     ta = tf.constant(a)
-    tf_rate = flops / best_of(lambda: tf.matmul(ta, ta).numpy(), repeat=3) / 1e9
-    return numpy_rate, tf_rate
+    tf_rate = 2 * n**3 / best_of(lambda: tf.matmul(ta, ta).numpy(), repeat=3) / 1e9
+    return numpy_matmul(False), numpy_matmul(True), tf_rate
+
+
+# float32 FLOPs per cycle and core: FMA pipes x lanes x 2. Zen 4 runs AVX-512 on two 256-bit FMA
+# pipes; server Xeons with AVX-512 have two 512-bit FMA units (some Silver/Bronze parts one).
+def theoretical_peak() -> tuple[float, str]:
+    """``(GFLOP/s, how)`` from /proc/cpuinfo: cores x FLOPs/cycle x the nominal clock."""
+    import os
+
+    info = open("/proc/cpuinfo").read()
+    field = lambda name: next(line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith(name))
+    flags, vendor, mhz = set(field("flags").split()), field("vendor_id"), float(field("cpu MHz"))
+    family = int(field("cpu family"))
+    if vendor == "AuthenticAMD":
+        pipes, lanes = (2, 8) if family >= 23 else (2, 4)  # Zen 1-4: two FMA pipes, 256 bit (Zen 1: 128)
+        if family == 23 and int(field("model")) < 0x30:
+            lanes = 4
+    elif "avx512f" in flags:
+        pipes, lanes = 2, 16
+    elif "fma" in flags:
+        pipes, lanes = 2, 8
+    else:
+        pipes, lanes = 1, 4
+    cores = os.cpu_count()
+    per_cycle = pipes * lanes * 2
+    return cores * per_cycle * mhz / 1e3, (f"{cores} cores x {pipes} FMA pipes x {lanes} float32 lanes x 2 x "
+                                           f"{mhz / 1e3:.2f} GHz ({vendor}, family {family}; nominal clock, "
+                                           "boost not counted)")
 
 
 def model_flops(model, size, upconv_as_dense=False):
@@ -141,19 +195,24 @@ def main():
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(THREADS)
-    numpy_peak, tf_peak = matmul_peak()
-    peak = max(numpy_peak, tf_peak)
+    (numpy_peak, kernel), (numpy_free, free_kernel), tf_peak = matmul_peak()
+    peak = max(numpy_peak, numpy_free, tf_peak)
+    ceiling, how = theoretical_peak()
     image = np.random.default_rng(0).integers(0, 256, (512, 512)).astype(np.float32)
     variants, model = keras_predict_variants(64, image)
     tile_flops = model_flops(model, 572)
-    rows = [["float32 matmul peak, numpy 4096^2", "-", f"{numpy_peak:.0f}", "-"],
-            ["float32 matmul peak, TF 4096^2", "-", f"{tf_peak:.0f}", "-"],
+    rows = [["theoretical float32 peak: " + how, "-", f"{ceiling:.0f}", "100% of theoretical"],
+            [f"float32 matmul 4096^2, numpy (OpenBLAS kernel {kernel})", "-", f"{numpy_peak:.0f}",
+             f"{100 * numpy_peak / ceiling:.0f}% of theoretical"],
+            [f"float32 matmul 4096^2, numpy, OPENBLAS_CORETYPE/L2_SIZE unset (kernel {free_kernel})", "-",
+             f"{numpy_free:.0f}", f"{100 * numpy_free / ceiling:.0f}% of theoretical"],
+            ["float32 matmul 4096^2, TF (oneDNN)", "-", f"{tf_peak:.0f}", f"{100 * tf_peak / ceiling:.0f}% of theoretical"],
             ["paper network, one 572 tile forward", f"{tile_flops / 1e9:.1f} GFLOP", "-",
              f"{model_flops(model, 572, upconv_as_dense=True) / 1e9:.1f} GFLOP with up-convs counted as dense 2x2"]]
     for label, seconds, flops in variants:
         rate = flops / seconds / 1e9
         rows.append([f"512x512 image, base 64: {label}", f"{seconds:.2f} s/image", f"{rate:.0f}",
-                     f"{100 * rate / peak:.0f}% of peak"])
+                     f"{100 * rate / ceiling:.0f}% of theoretical, {100 * rate / peak:.0f}% of best matmul"])
     if not args.skip_peer:
         for base in (32, 64):
             k_fwd, k_step = keras_times(base)
@@ -169,7 +228,9 @@ def main():
                      f"+{large - small:.0f} MB for 4x the pixels"])
     write_table("inference", "Inference and training speed on this CPU", "python benchmarks/inference.py",
                 ["what", "time / size", "GFLOP/s", "ratio"], rows,
-                f"{THREADS} threads for TF, numpy and PyTorch. GFLOP/s counts the FLOPs of every tile computed "
+                f"{THREADS} threads for TF, numpy and PyTorch. The theoretical peak uses the nominal clock: "
+                "boost clocks let a measured rate pass it (then the row says over 100%). "
+                "GFLOP/s counts the FLOPs of every tile computed "
                 "(2 per multiply-add, from the model's layers). Ratios below 1 mean keras-unet is faster.")
 
 

@@ -105,6 +105,14 @@ FIT_OPTIONS = [
     ("--mask-kind", "mask_kind", click.Choice(["auto", "binary", "instance", "classes"]), "How to read masks [auto]."),
     ("--early-stopping", "early_stopping", int, "Patience in epochs; 0 = off [0]."),
     ("--max-minutes", "max_minutes", float, "Stop after this many minutes; 0 = no limit."),
+    ("--normalization", "normalization", click.Choice(["percentile", "range"]),
+     "Input normalisation: each image by its percentiles, or the data's fixed range (0-255 -> 0-1) "
+     "where absolute intensity matters [percentile]."),
+    ("--augment-on", "augment_on", click.Choice(["auto", "host", "device"]),
+     "Where augmentation runs: the host's tf.data workers, or the accelerator on batches of windows "
+     "[auto: device where a GPU is]."),
+    ("--select-on", "select_on", click.Choice(["auto", "object_f1", "iou", "loss"]),
+     "Validation measure that picks model.keras [auto: object F1 for 2 classes, else IoU]."),
     ("--seed", "seed", int, "Random seed [0]."),
     ("--strategy", "strategy", click.Choice(["default", "mirrored", "multiworker"]), "tf.distribute strategy."),
 ]
@@ -127,23 +135,30 @@ def fit_options(fn):
 @click.option("--no-augment", is_flag=True, default=False, help="Train without augmentation.")
 @click.option("--tensorboard", is_flag=True, default=None, help="Also write TensorBoard logs.")
 @click.option("--batch-norm", is_flag=True, default=None, help="Batch normalisation after each conv (not in the paper).")
-@click.option("--paper", is_flag=True, help="Use the paper's settings even without --data.")
+@click.option("--percentiles", type=(click.FloatRange(0, 100), click.FloatRange(0, 100)), default=None,
+              help="Low and high percentile of --normalization percentile [1 99.8].")
+@click.option("--preset", type=click.Choice(["paper", "cpu", "demo"]), default=None,
+              help="Starting settings: paper (about 4-5 h on 2 CPU cores), cpu (about 30 min), demo (2-3 min) "
+                   "[paper with --data, demo without].")
+@click.option("--paper", is_flag=True, help="Same as --preset paper.")
 @user_errors
-def fit(data_dir, out_dir, resume_dir, no_augment, paper, **options):
+def fit(data_dir, out_dir, resume_dir, no_augment, paper, preset, **options):
     """Train a U-Net; writes a run folder (model, config, log, plots)."""
     from keras_unet import settings, train
     from keras_unet.files import ensure_writable_folder, remove_stale_temporaries
 
     chosen = {k: v for k, v in options.items() if v is not None}
     if resume_dir:
-        others = sorted(set(chosen) - {"epochs"}) + (["--data"] if data_dir else []) + (["--out"] if out_dir else [])
+        others = sorted(set(chosen) - {"epochs"}) + (["--preset"] if preset or paper else []) + (["--data"] if data_dir else []) + (["--out"] if out_dir else [])
         if others:
             raise InputError(f"--resume continues with the run's own settings; only --epochs may change (got {', '.join(others)})")
         run_dir = Path(resume_dir)
         click.echo(f"Resuming {run_dir}")
         state = train.resume(run_dir, epochs=chosen.get("epochs"), verbose=_verbosity())
     else:
-        name = "paper" if (data_dir or paper) else "demo"
+        if paper and preset not in (None, "paper"):
+            raise InputError(f"--paper and --preset {preset} contradict each other; give one")
+        name = preset or ("paper" if (data_dir or paper) else "demo")
         config = settings.preset(name, **chosen, data=data_dir, augment=not no_augment)
         run_dir = Path(out_dir) if out_dir else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
         remove_stale_temporaries(run_dir)
@@ -161,8 +176,11 @@ def fit(data_dir, out_dir, resume_dir, no_augment, paper, **options):
         config = state["config"]
         click.echo(f"Stopped by the time limit (--max-minutes {config.max_minutes:g}) after epoch {state['epoch']} "
                    f"of {config.epochs}; continue with --resume {run_dir}")
-    click.echo(f"Done: {state['epoch']} epochs, best validation loss {state['best']:.4f} "
-               f"(epoch {state.get('best_epoch', '-')}). Files in {run_dir}:")
+    chosen_by = state.get("selected_on", "val_loss")
+    best = state.get("best_value", state["best"])
+    click.echo(f"Done: {state['epoch']} epochs; model.keras is the best by {chosen_by} "
+               + (f"({best:.4f}, epoch {state['best_epoch']})" if "best_epoch" in state else "(no epoch scored)")
+               + f". Files in {run_dir}:")
     for name in ("model.keras", "last.keras", "config.json", "log.csv", "curves.png", "samples.png"):
         if (run_dir / name).exists():
             click.echo(f"  {run_dir / name}")
@@ -189,8 +207,9 @@ def _verbosity() -> int:
               show_default=True, help="Class map (PNG, 0/255 for two classes; TIFF, class indices), float32 "
               "probability TIFF, or objects: uint16 instance-label TIFF (0 = background, 1..N; one page per class "
               "of a multi-class model, per page of a stack).")
-@click.option("--min-size", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Instances: drop objects smaller than this (px).")
+@click.option("--min-size", type=click.IntRange(min=0), default=None,
+              help="Instances: drop objects smaller than this (px) [the run's min_object_size from its "
+                   "training objects, else 0].")
 @click.option("--split", type=click.Choice(["none", "watershed"]), default="none", show_default=True,
               help="Instances: also split objects that still touch (distance-transform watershed).")
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=None,
@@ -203,6 +222,9 @@ def predict(model_path, inputs, out_dir, tile, batch_size, memory_mb, tta, kind,
 
     ensure_writable_folder(out_dir)
     model = inference.load_model(model_path)
+    if kind == "instances" and min_size is None:
+        min_size = inference.run_min_size(model_path) or 0
+        click.echo(f"instances: objects under {min_size} px dropped (--min-size)")
     files = [f for path in inputs for f in data.find_images(path)]
     for number, path in enumerate(files, start=1):
         job = inference.PredictionJob(model, path, tile=tile, batch_size=batch_size, memory_mb=memory_mb, tta=tta)
@@ -210,7 +232,7 @@ def predict(model_path, inputs, out_dir, tile, batch_size, memory_mb, tta, kind,
             click.echo(f"warning: {warning}", err=True)
         label = f"[{number}/{len(files)}] {path.name} ({len(job.pages)} page{'s' * (len(job.pages) > 1)}, tiles)"
         with click.progressbar(length=job.total_tiles, label=label, show_pos=True) as bar:
-            written = job.run(Path(out_dir), kind, threshold=threshold, min_size=min_size, split=split,
+            written = job.run(Path(out_dir), kind, threshold=threshold, min_size=min_size or 0, split=split,
                               progress=bar.update)
         click.echo(f"  -> {written}")
 
@@ -348,7 +370,8 @@ def export(model_path, fmt, out_dir, name, version, quantize, tile, verify, samp
             click.echo(f"bioimageio.core test_model in a fresh process: {test_package(path)}")
         return
     if fmt == "savedmodel":
-        path = exporters.export_savedmodel(model, out_dir, name=name, version=version, tile=tile)
+        min_size = inference.run_min_size(model_file) or 0  # the instances signature drops what predict drops
+        path = exporters.export_savedmodel(model, out_dir, name=name, version=version, tile=tile, min_size=min_size)
     elif fmt == "onnx":
         path = exporters.export_onnx(model, out_dir, name=name, tile=tile)
     else:

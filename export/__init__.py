@@ -31,11 +31,13 @@ def _loaded(model):
     return load_model(model) if isinstance(model, (str, Path)) else model
 
 
-def export_savedmodel(model, out_dir, name: str = "unet", version: int | None = None, tile: int | None = None) -> Path:
-    """Write ``out_dir/name/version/`` (see :mod:`keras_unet.export.savedmodel`)."""
+def export_savedmodel(model, out_dir, name: str = "unet", version: int | None = None, tile: int | None = None,
+                      min_size: int = 0) -> Path:
+    """Write ``out_dir/name/version/`` (see :mod:`keras_unet.export.savedmodel`); ``min_size``: the
+    ``instances`` signature drops smaller objects."""
     from keras_unet.export import savedmodel
 
-    return savedmodel.export_savedmodel(_loaded(model), out_dir, name, version, tile)
+    return savedmodel.export_savedmodel(_loaded(model), out_dir, name, version, tile, min_size=min_size)
 
 
 def export_onnx(model, out_dir, name: str = "unet", tile: int | None = None) -> list[Path]:

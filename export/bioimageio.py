@@ -36,11 +36,18 @@ def require_spec() -> None:
 
 
 def _documentation(config: dict, name: str, tile: int, smallest: int, step: int, offset: int) -> str:
-    low, high = config["input_range"] or (0.0, 1.0)
+    if config["percentiles"] is not None:
+        low, high = config["percentiles"]
+        how = (f"each input is normalised by its own {low:g}th and {high:g}th percentiles per channel inside the "
+               "model; for large images whole-image statistics are best: tile after normalising, or use "
+               "keras-unet's SavedModel `segment` signature")
+    else:
+        low, high = config["input_range"] or (0.0, 1.0)
+        how = f"the network maps {low:g}-{high:g} to [0, 1] itself"
     return f"""# {name}: a U-Net (Ronneberger, Fischer and Brox, 2015) trained with keras-unet
 
 * Input `image`: (batch, y, x, channel), {config['in_channels']} channel(s), **raw pixel values**
-  (the network maps {low:g}-{high:g} to [0, 1] itself); y and x must be {smallest} + {step}k px
+  ({how}); y and x must be {smallest} + {step}k px
   (valid, unpadded convolutions: depth {config['depth']}); {tile} px tiles are a good choice.
 * Output `probabilities`: (batch, y', x', class) with y' = y {offset:+d} px, the centre of the input
   (the network has no padding, so the output is the part of the input it has full context for).

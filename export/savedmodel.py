@@ -5,8 +5,16 @@
   ``(batch, H', W')``, with ``H' = H - 184`` for the paper's network.
 * ``segment``: ``image`` float32 ``(H, W, C)``, **any** size -> ``probabilities`` ``(H, W, classes)``
   and ``labels`` ``(H, W)``: overlap-tile prediction (mirror padding, tiling, stitching) in TF ops.
+* ``instances``: ``image`` as for ``segment`` -> ``instances`` int32 ``(H, W)`` (``(classes - 1,
+  H, W)`` for more than two classes): objects 1..N, 0 background, as ``keras-unet predict --format
+  instances`` makes them (argmax, components, holes filled, borders given back; the exporting run's
+  ``min_object_size``), in
+  TF ops (:func:`keras_unet.instances.instances_tf`), so a client needs no post-processing code.
 
-The input normalisation of training is the model's first layer, so clients send raw pixels.
+The input normalisation of training is inside the graph, so clients send raw pixels. A
+percentile-normalising model (:mod:`keras_unet.normalize`) normalises what it gets: each tile of
+``serving_default`` by its own percentiles (exact when the tile is the whole image), the whole
+image of ``segment`` before it is tiled (equal to ``keras-unet predict``).
 The module is saved with ``tf.saved_model.save`` (not ``model.export``, which stores every weight
 twice, keras#23553); it loads with plain TensorFlow, no keras_unet code.
 """
@@ -18,25 +26,32 @@ import tensorflow as tf
 
 from keras_unet import sizes
 from keras_unet.errors import ExportError
+from keras_unet.instances import instances_tf
 from keras_unet.files import atomic_directory
-from keras_unet.model import unet_config
+from keras_unet.model import network_of, unet_config
+from keras_unet.model import exported_forward
+from keras_unet.normalize import percentile_normalize_tf
 from keras_unet.tiling import mirror_index, tile_plan
 
-SIGNATURES = ("serving_default", "segment")
+SIGNATURES = ("serving_default", "segment", "instances")
 
 
 
 class UNetServing(tf.Module):
     """The Keras model's inference functions as a plain ``tf.Module``."""
 
-    def __init__(self, model, tile: int, labels: bool = True):
+    def __init__(self, model, tile: int, labels: bool = True, min_size: int = 0):
         super().__init__(name="unet_serving")
+        self.min_size = int(min_size)
         config = unet_config(model)
         # Track the underlying tf.Variables once, and reach the model through a closure only:
         # tracking the Keras model too would save every weight twice (keras#23553), and its
         # variable wrappers are not what the TF1 `serve` loader (TF Serving) restores.
         self.weights = [variable.value for variable in model.weights]
-        self._call = lambda image: model(image, training=False)
+        self._call = exported_forward(model)  # raw tiles, normalised per tile
+        network = network_of(model)
+        self._network = lambda tiles: network(tiles, training=False)
+        self.percentiles = config["percentiles"]
         self.plan = tile_plan(tile, config["depth"], config["padding"])
         self.channels = config["in_channels"]
         self.smallest = sizes.smallest_valid_input(config["depth"], config["padding"])
@@ -47,6 +62,7 @@ class UNetServing(tf.Module):
         spec_image = tf.TensorSpec([None, None, self.channels], tf.float32, name="image")
         self.serve = tf.function(self._serve, input_signature=[spec_batch])
         self.segment = tf.function(self._segment, input_signature=[spec_image])
+        self.instances = tf.function(self._instances, input_signature=[spec_image])
 
     def _checked(self, image, batched: bool):
         """``image`` behind run-time checks of rank, channels and (for tiles) size.
@@ -85,6 +101,8 @@ class UNetServing(tf.Module):
     def _segment(self, image):
         image = self._checked(image, batched=False)
         plan, keep, kept, step = self.plan, self.plan.keep_from, self.plan.kept, self.plan.step
+        if self.percentiles is not None:  # the whole image's statistics, as predict_tiled
+            image = percentile_normalize_tf(image[None], self.percentiles)[0]
         height, width = tf.shape(image)[0], tf.shape(image)[1]
         rows, cols = self._count(height), self._count(width)  # the origins of predict_tiled: k * step
         # Mirror-padded tile windows as gathers of mirrored indices (tf.pad's REFLECT cannot pad
@@ -96,7 +114,7 @@ class UNetServing(tf.Module):
         tiles = tf.reshape(tf.transpose(tiles, [0, 2, 1, 3, 4]), [-1, plan.input_size, plan.input_size, self.channels])
 
         def one_tile(tile):
-            out = self._call(tile[None])[0]
+            out = self._network(tile[None])[0]
             return tf.cast(out[keep : keep + kept, keep : keep + kept], tf.float32)
 
         n = self.n_classes
@@ -109,6 +127,12 @@ class UNetServing(tf.Module):
         stitched = tf.concat([head, columns[-1]], axis=1)  # (H', W', n)
         probabilities = stitched[:height, :width]
         return {"probabilities": probabilities, "labels": tf.argmax(probabilities, axis=-1, output_type=tf.int32)}
+
+    def _instances(self, image):
+        probabilities = self.segment(image)["probabilities"]
+        per_class = [instances_tf(probabilities, object_class=k, min_size=self.min_size)
+                     for k in range(1, self.n_classes)]
+        return {"instances": per_class[0] if len(per_class) == 1 else tf.stack(per_class)}
 
 
 # -- TF Serving warm-up ---------------------------------------------------------------------------
@@ -151,16 +175,18 @@ def warmup_images(module: "UNetServing") -> dict:
     tile, side = module.plan.input_size, module.plan.step + module.plan.step // 2
     rng = np.random.default_rng(0)
     return {"serving_default": rng.uniform(0, 255, (1, tile, tile, module.channels)).astype(np.float32),
-            "segment": rng.uniform(0, 255, (side, side, module.channels)).astype(np.float32)}
+            "segment": rng.uniform(0, 255, (side, side, module.channels)).astype(np.float32),
+            "instances": rng.uniform(0, 255, (side, side, module.channels)).astype(np.float32)}
 
 
-def write_warmup(directory, module: "UNetServing", model_name: str) -> Path:
-    """``directory/assets.extra/tf_serving_warmup_requests`` for every signature."""
+def write_warmup(directory, module: "UNetServing", model_name: str, signatures=SIGNATURES) -> Path:
+    """``directory/assets.extra/tf_serving_warmup_requests`` for each of ``signatures``."""
     path = Path(directory) / WARMUP_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     with tf.io.TFRecordWriter(str(path)) as writer:
         for signature, image in warmup_images(module).items():
-            writer.write(warmup_record(model_name, signature, image))
+            if signature in signatures:
+                writer.write(warmup_record(model_name, signature, image))
     return path
 
 
@@ -179,17 +205,18 @@ def default_export_tile(model) -> int:
 
 
 def save_module(model, directory, tile: int | None = None, signatures=SIGNATURES, model_name: str = "unet",
-                labels: bool = True) -> Path:
+                labels: bool = True, min_size: int = 0) -> Path:
     """``tf.saved_model.save`` of :class:`UNetServing` into ``directory`` (must not exist), with
     TF Serving's warm-up requests. ``labels=False``: probabilities only (bioimage.io)."""
-    module = UNetServing(model, tile or default_export_tile(model), labels=labels)
-    functions = {"serving_default": module.serve, "segment": module.segment}
+    module = UNetServing(model, tile or default_export_tile(model), labels=labels, min_size=min_size)
+    functions = {"serving_default": module.serve, "segment": module.segment, "instances": module.instances}
     tf.saved_model.save(module, str(directory), signatures={k: functions[k].get_concrete_function() for k in signatures})
-    write_warmup(directory, module, model_name)
+    write_warmup(directory, module, model_name, signatures)
     return Path(directory)
 
 
-def export_savedmodel(model, out_dir, name: str = "unet", version: int | None = None, tile: int | None = None) -> Path:
+def export_savedmodel(model, out_dir, name: str = "unet", version: int | None = None, tile: int | None = None,
+                      min_size: int = 0) -> Path:
     """Write ``out_dir/name/version/`` atomically (a temporary folder renamed at the end)."""
     model_dir = Path(out_dir) / name
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -199,5 +226,5 @@ def export_savedmodel(model, out_dir, name: str = "unet", version: int | None = 
         raise ExportError(f"{final}: version {version} exists already; leave out --version for the next free one "
                           f"({next_version(model_dir)})")
     with atomic_directory(final) as staging:
-        save_module(model, staging, tile, model_name=name)
+        save_module(model, staging, tile, model_name=name, min_size=min_size)
     return final

@@ -20,6 +20,7 @@ import tensorflow as tf
 from keras_unet.files import atomic_path
 from keras_unet.errors import ExportError
 from keras_unet.model import unet_config
+from keras_unet.model import exported_forward
 
 QUANTIZE = ("none", "float16", "dynamic")
 
@@ -36,8 +37,8 @@ def convert(model, quantize: str = "none", tile: int | None = None) -> bytes:
         # file; a plain tf.Module of the model converts to a weightless model that outputs NaN.
         archive = keras.export.ExportArchive()
         archive.track(model)
-        archive.add_endpoint("serving_default",
-                             lambda image: {"probabilities": tf.cast(model(image, training=False), tf.float32)}, [spec])
+        forward = exported_forward(model)  # the normalisation in float32 TF ops TFLite has kernels for
+        archive.add_endpoint("serving_default", lambda image: {"probabilities": forward(image)}, [spec])
         archive.write_out(str(workdir / "sm"), verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(str(workdir / "sm"), signature_keys=["serving_default"])
         if quantize != "none":

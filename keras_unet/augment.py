@@ -30,16 +30,23 @@ class AugmentParams:
     rotation: float = 180.0  # degrees, uniform in [-rotation, rotation]
     flip: bool = True  # random up-down and left-right flips
     shift: float = 0.0  # px, extra uniform jitter of the tile centre (the tile position already shifts)
-    brightness: float = 0.1  # std of an additive offset, in units of the input range
-    contrast: float = 0.2  # contrast factor uniform in [1 - c, 1 + c]
-    gamma: float = 0.2  # gamma = exp(N(0, gamma))
+    # Gray values, in units of the input range (after the model's normalisation): offsets, contrast
+    # and gamma as wide as between the images of one real collection (coelho2009's ic100 and gnf
+    # differ more: per-image normalisation takes out their scale and offset).
+    brightness: float = 0.1  # std of an additive offset
+    contrast: float = 0.3  # contrast factor uniform in [1 - c, 1 + c]
+    # Intensity scale about the range's low end (the background after percentile normalisation),
+    # log-uniform in [exp(-s), exp(s)]: a few saturated pixels above the 99.8th percentile leave the
+    # real objects at a fraction of the range (coelho2009 ic100), a dim image's noise the reverse.
+    scale: float = 1.0
+    gamma: float = 0.3  # gamma = exp(N(0, gamma))
     noise: float = 0.02  # std of additive Gaussian noise, in units of the input range
 
     @classmethod
     def none(cls) -> "AugmentParams":
         """No augmentation at all (the identity)."""
         return cls(elastic_sigma=0.0, rotation=0.0, flip=False, shift=0.0, brightness=0.0, contrast=0.0,
-                   gamma=0.0, noise=0.0)
+                   scale=0.0, gamma=0.0, noise=0.0)
 
 
 def split_seed(seed, n: int):
@@ -71,8 +78,12 @@ def cubic_weights(n_out: int, n_in: int):
 
 
 def elastic_field(seed, height, width, sigma: float = 10.0, grid: int = 3):
-    """Per-pixel displacements ``(height, width, 2)`` float32 (px, (dy, dx)) of the paper."""
-    coarse = tf.random.stateless_normal([grid, grid, 2], seed=seed) * sigma
+    """Per-pixel displacements ``(height, width, 2)`` float32 (px, (dy, dx)) of the paper.
+
+    The grid's draws are cut at 4 sigma (1 in 16,000 draws), so that a tile's source pixels lie
+    within :func:`window_radius` of its centre: what the device-side pipeline relies on.
+    """
+    coarse = tf.clip_by_value(tf.random.stateless_normal([grid, grid, 2], seed=seed), -4.0, 4.0) * sigma
     rows, cols = cubic_weights(height, grid), cubic_weights(width, grid)
     return tf.einsum("ij,jkc,lk->ilc", rows, coarse, cols)
 
@@ -103,13 +114,18 @@ def tile_coordinates(seed, size, centre, params: AugmentParams):
 
 
 
-def _gather(image, rows, cols):
+def _gather(image, rows, cols, origin=None):
+    """``image[rows, cols]`` with mirrored indices; or, with ``origin`` ``(2,)``, from a window
+    cut by :func:`cut_window` at that origin (already mirrored, and holding every index asked)."""
+    if origin is not None:
+        return tf.gather_nd(image, tf.stack([rows - origin[0], cols - origin[1]], axis=-1))
     height, width = tf.shape(image)[0], tf.shape(image)[1]
     return tf.gather_nd(image, tf.stack([mirror_index(rows, height), mirror_index(cols, width)], axis=-1))
 
 
-def sample_bilinear(image, ys, xs):
-    """Bilinear samples of ``image`` ``(H, W, C)`` at ``(ys, xs)`` ``(h, w)`` -> ``(h, w, C)``.
+def sample_bilinear(image, ys, xs, origin=None):
+    """Bilinear samples of ``image`` ``(H, W, C)`` at ``(ys, xs)`` ``(h, w)`` -> ``(h, w, C)``;
+    ``origin``: ``image`` is a window of the source at that offset (see :func:`_gather`).
 
     Hand-written with four gathers rather than ``keras.ops.image.map_coordinates``, which would
     also interpolate along the channel axis of a multi-channel image (8 gathers instead of 4).
@@ -118,18 +134,18 @@ def sample_bilinear(image, ys, xs):
     y0, x0 = tf.floor(ys), tf.floor(xs)
     wy, wx = (ys - y0)[..., None], (xs - x0)[..., None]
     y0, x0 = tf.cast(y0, tf.int32), tf.cast(x0, tf.int32)
-    top = _gather(image, y0, x0) * (1 - wx) + _gather(image, y0, x0 + 1) * wx
-    bottom = _gather(image, y0 + 1, x0) * (1 - wx) + _gather(image, y0 + 1, x0 + 1) * wx
+    top = _gather(image, y0, x0, origin) * (1 - wx) + _gather(image, y0, x0 + 1, origin) * wx
+    bottom = _gather(image, y0 + 1, x0, origin) * (1 - wx) + _gather(image, y0 + 1, x0 + 1, origin) * wx
     return top * (1 - wy) + bottom * wy
 
 
-def sample_nearest(image, ys, xs):
+def sample_nearest(image, ys, xs, origin=None):
     """Nearest-neighbour samples (for label maps): values only from ``image``."""
-    return _gather(image, tf.cast(tf.round(ys), tf.int32), tf.cast(tf.round(xs), tf.int32))
+    return _gather(image, tf.cast(tf.round(ys), tf.int32), tf.cast(tf.round(xs), tf.int32), origin)
 
 
 def gray_values(image, seed, params: AugmentParams, value_range=(0.0, 1.0)):
-    """Random contrast, brightness, gamma and noise on ``image`` ``(h, w, C)`` float32.
+    """Random contrast, brightness, gamma, scale and noise on ``image`` ``(h, w, C)`` float32.
 
     Works in units of ``value_range`` (the raw range the model normalises) and returns raw values.
     """
@@ -143,10 +159,23 @@ def gray_values(image, seed, params: AugmentParams, value_range=(0.0, 1.0)):
     if params.brightness:
         x += tf.random.stateless_normal([], seeds[1]) * params.brightness
     if params.gamma:
-        x = tf.clip_by_value(x, 0.0, 1.0) ** tf.exp(tf.random.stateless_normal([], seeds[2]) * params.gamma)
+        # Negative values to 0 (no real power of them); values over 1 (beyond a percentile) are kept.
+        x = tf.maximum(x, 0.0) ** tf.exp(tf.random.stateless_normal([], seeds[2]) * params.gamma)
+    if params.scale:  # its own stream (fold-in), so the other draws stay those of earlier versions
+        scale_seed = tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), 5)
+        x *= tf.exp(tf.random.stateless_uniform([], scale_seed, -params.scale, params.scale))
     if params.noise:
         x += tf.random.stateless_normal(tf.shape(x), seeds[3]) * params.noise
     return x * (high - low) + low
+
+
+def tile_centre(seed, height, width, output_size: int):
+    """Random source position ``(2,)`` float32 of a tile centre: the output tile inside the image
+    where it fits (mirrored context comes from mirror_index). ``seed``: the sample's own seed."""
+    seeds = split_seed(seed, 4)
+    top = tf.random.stateless_uniform([], seeds[0], 0, tf.maximum(height - output_size, 0) + 1, dtype=tf.int32)
+    left = tf.random.stateless_uniform([], seeds[1], 0, tf.maximum(width - output_size, 0) + 1, dtype=tf.int32)
+    return tf.cast(tf.stack([top, left]), tf.float32) + (output_size - 1) / 2.0
 
 
 def augmented_tile(image, target, weights, seed, input_size: int, output_size: int,
@@ -161,17 +190,70 @@ def augmented_tile(image, target, weights, seed, input_size: int, output_size: i
         ``image (S, S, C)`` float32 raw values and ``y_true (O, O, 2)`` float32
         ``[class index, weight]`` (the layout of :mod:`keras_unet.losses`).
     """
+    centre = tile_centre(seed, tf.shape(target)[0], tf.shape(target)[1], output_size)
+    return _augment(image, target, weights, None, centre, seed, input_size, output_size, params, value_range)
+
+
+def _augment(image, target, weights, origin, centre, seed, input_size, output_size, params, value_range):
+    """The tile at ``centre``: from the whole image (``origin`` None) or from a window of it."""
     seeds = split_seed(seed, 4)
-    height, width = tf.shape(target)[0], tf.shape(target)[1]
-    # Output tile inside the image where it fits; mirrored context comes from mirror_index.
-    top = tf.random.stateless_uniform([], seeds[0], 0, tf.maximum(height - output_size, 0) + 1, dtype=tf.int32)
-    left = tf.random.stateless_uniform([], seeds[1], 0, tf.maximum(width - output_size, 0) + 1, dtype=tf.int32)
-    centre = tf.cast(tf.stack([top, left]), tf.float32) + (output_size - 1) / 2.0
     ys, xs = tile_coordinates(seeds[2], input_size, centre, params)
     margin = (input_size - output_size) // 2
     centre_part = slice(margin, margin + output_size)
     ys_out, xs_out = ys[centre_part, centre_part], xs[centre_part, centre_part]
-    tile = gray_values(sample_bilinear(image, ys, xs), seeds[3], params, value_range)
-    labels = tf.cast(sample_nearest(target, ys_out, xs_out), tf.float32)
-    weight = sample_bilinear(weights[..., None], ys_out, xs_out)[..., 0]
+    tile = gray_values(sample_bilinear(image, ys, xs, origin), seeds[3], params, value_range)
+    labels = tf.cast(sample_nearest(target, ys_out, xs_out, origin), tf.float32)
+    weight = sample_bilinear(weights[..., None], ys_out, xs_out, origin)[..., 0]
     return tile, tf.stack([labels, weight], axis=-1)
+
+
+# -- Device-side augmentation -------------------------------------------------------------------
+# On a GPU the host may not keep up with the training step. Then the host only cuts, per sample, a
+# mirrored window around the tile centre large enough for any rotation, flip and deformation, and
+# the same ops as above run on the accelerator on a batch of windows. Same seed, same samples:
+# the window holds exactly the (mirrored) source pixels the whole-image sampler would read.
+
+
+def window_radius(input_size: int, params: AugmentParams) -> int:
+    """Half-side (px) of a window holding every source pixel of a tile: the rotated tile's corner
+    (sqrt 2 x half the tile), the deformation (4 sigma cut, x 1.25**2: the bicubic kernel's
+    weights sum to at most 1.25 in absolute value per axis), the shift, and 2 px for the bilinear
+    neighbours."""
+    reach = (input_size - 1) / 2.0 * (math.sqrt(2.0) if params.rotation else 1.0)
+    return int(math.ceil(reach + 4.0 * 1.25**2 * params.elastic_sigma + params.shift)) + 2
+
+
+def cut_window(image, centre, radius: int):
+    """``(window (2r + 2, 2r + 2, C), origin (2,) int32)``: the mirrored source around ``centre``."""
+    origin = tf.cast(tf.floor(centre), tf.int32) - radius
+    size = 2 * radius + 2
+    rows = mirror_index(origin[0] + tf.range(size), tf.shape(image)[0])
+    cols = mirror_index(origin[1] + tf.range(size), tf.shape(image)[1])
+    return tf.gather(tf.gather(image, rows), cols, axis=1), origin
+
+
+def sample_window(image, target, weights, seed, input_size: int, output_size: int, params: AugmentParams):
+    """Host side: the sample of ``seed`` as ``(image window, target window, weight window, origin,
+    centre)``, for :func:`augment_windows`."""
+    centre = tile_centre(seed, tf.shape(target)[0], tf.shape(target)[1], output_size)
+    radius = window_radius(input_size, params)
+    image_window, origin = cut_window(image, centre, radius)
+    target_window, _ = cut_window(target, centre, radius)
+    weight_window, _ = cut_window(weights, centre, radius)
+    return image_window, target_window, weight_window, origin, centre
+
+
+def augment_windows(windows, seeds, input_size: int, output_size: int, params: AugmentParams = AugmentParams(),
+                    value_range=(0.0, 255.0)):
+    """Device side: a batch of :func:`sample_window` outputs (each with a leading batch axis) and
+    their seeds ``(B, 2)`` -> ``(tiles (B, S, S, C), y_true (B, O, O, 2))``, equal to
+    :func:`augmented_tile` of each sample."""
+    image, target, weights, origin, centre = windows
+
+    def one(args):
+        return _augment(*args, input_size, output_size, params, value_range)
+
+    channels = image.shape[-1]
+    return tf.map_fn(one, (image, target, weights, origin, centre, seeds),
+                     fn_output_signature=(tf.TensorSpec([input_size, input_size, channels], tf.float32),
+                                          tf.TensorSpec([output_size, output_size, 2], tf.float32)))

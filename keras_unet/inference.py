@@ -38,9 +38,40 @@ def load_model(path):
     if path.suffix == ".keras" and not zipfile.is_zipfile(path):
         raise ModelFileError(f"{path}: cannot load model (not a .keras archive: truncated or not a model file)")
     try:
-        return keras.models.load_model(path, compile=False)
+        model = keras.models.load_model(path, compile=False)
     except Exception as err:  # Keras raises many kinds for a model it cannot rebuild
         raise ModelFileError(f"{path}: cannot load model ({type(err).__name__}: {err})".splitlines()[0]) from None
+    return with_run_normalization(model, path)
+
+
+def with_run_normalization(model, path: Path):
+    """A run's ``last.keras`` is the bare network (it trained on normalised images): put its run's
+    percentile normalisation in front, as ``model.keras`` has it. Other models are returned as they are."""
+    import json
+
+    from keras_unet.model import inference_model, percentiles_of
+
+    config_file = path.parent / "config.json"
+    if path.name != "last.keras" or not config_file.is_file() or percentiles_of(model) is not None:
+        return model
+    saved = json.loads(config_file.read_text()).get("config", {})
+    if saved.get("normalization", "range") != "percentile":
+        return model
+    return inference_model(model, tuple(saved["percentiles"]))
+
+
+def run_min_size(path) -> int | None:
+    """The ``min_object_size`` a run recorded for its objects (model file in a run folder, or the
+    folder), or None where the model has no run record."""
+    import json
+
+    path = Path(path)
+    config_file = (path if path.is_dir() else path.parent) / "config.json"
+    try:
+        value = json.loads(config_file.read_text()).get("min_object_size")
+    except (OSError, ValueError):
+        return None
+    return int(value) if value is not None else None
 
 
 def check_image(image: np.ndarray, config: dict, source) -> list[str]:
@@ -54,6 +85,8 @@ def check_image(image: np.ndarray, config: dict, source) -> list[str]:
     if image.dtype.kind == "f" and not np.all(np.isfinite(image)):
         raise data.DataError(f"{source}: image has NaN or infinite pixel values; fix them first")
     warnings = []
+    if config["percentiles"] is not None:
+        return warnings  # normalised by its own percentiles: every raw range is fine
     low, high = config["input_range"] or (0.0, 1.0)
     top = float(np.max(image))
     if top > high * 1.001:

@@ -31,15 +31,28 @@ def foreground(probabilities: np.ndarray, object_class: int = 1, threshold: floa
 
 
 def fill_holes(labels: np.ndarray) -> np.ndarray:
-    """Fill each object's holes with its own label (a hole enclosed by several objects stays)."""
-    out = labels.copy()
-    for label, box in enumerate(ndimage.find_objects(labels), start=1):
-        if box is None:
-            continue
-        inside = ndimage.binary_fill_holes(labels[box] == label)
-        region = out[box]
-        region[inside & (region == 0)] = label
-    return out
+    """A hole - a 4-connected background region off the image border whose neighbours all belong
+    to one object - gets that object's label; a region enclosed by several objects stays.
+
+    Per region, not per object, so :func:`instances_tf` can do the same in tensor ops.
+    """
+    background, n = ndimage.label(labels == 0)
+    if n == 0:
+        return labels
+    padded = np.pad(labels, 1)
+    shifted = [padded[:-2, 1:-1], padded[2:, 1:-1], padded[1:-1, :-2], padded[1:-1, 2:]]
+    above = int(labels.max()) + 1
+    highest = np.max(shifted, axis=0)
+    lowest = np.min([np.where(v > 0, v, above) for v in shifted], axis=0)
+    index = np.arange(1, n + 1)
+    region_high = np.asarray(ndimage.maximum(highest, background, index))
+    region_low = np.asarray(ndimage.minimum(lowest, background, index))
+    edge = np.zeros(n + 1, bool)
+    edge[np.unique(np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]]))] = True
+    fill = np.zeros(n + 1, labels.dtype)
+    enclosed = (region_high == region_low) & (region_high > 0) & ~edge[1:]
+    fill[1:][enclosed] = region_high[enclosed]
+    return np.where(background > 0, fill[background], labels)
 
 
 def remove_small(labels: np.ndarray, min_size: int) -> np.ndarray:
@@ -54,20 +67,40 @@ def remove_small(labels: np.ndarray, min_size: int) -> np.ndarray:
     return new[labels]
 
 
+def typical_min_size(targets, object_class: int = 1) -> int:
+    """A data-driven ``min_size`` (px): a quarter of the 5th percentile of the true objects' areas
+    (class ``object_class`` components of the training targets), so specks of noise are dropped
+    and the smallest real objects, partial ones at image edges included, are kept; 0 without objects."""
+    areas = []
+    for target in targets:
+        labels = instances_from_binary(np.asarray(target) == object_class)
+        areas.extend(np.bincount(labels.ravel())[1:].tolist())
+    return int(0.25 * np.percentile(areas, 5)) if areas else 0
+
+
+def window_offsets(gap: int) -> list[tuple[int, int]]:
+    """``(dy, dx)`` within ``gap`` px (Chebyshev), nearest first; ties in a fixed order (up, then left)."""
+    return sorted(((dy, dx) for dy in range(-gap, gap + 1) for dx in range(-gap, gap + 1) if dy or dx),
+                  key=lambda o: (o[0] ** 2 + o[1] ** 2, o[0], o[1]))
+
+
 def give_back_borders(labels: np.ndarray, gap: int = 2) -> np.ndarray:
-    """Background pixels within ``gap`` px of two or more objects go to the nearest object, so the
-    separation borders the network leaves between touching objects do not erode them."""
+    """Background pixels within ``gap`` px of two or more objects go to the nearest object (ties:
+    :func:`window_offsets`' order), so the separation borders the network leaves between touching
+    objects do not erode them. Objects' edges towards real background stay as predicted."""
     if gap <= 0 or labels.max() == 0:
         return labels
-    size = 2 * gap + 1
-    highest = ndimage.maximum_filter(labels, size=size, mode="constant")
-    lowest = ndimage.minimum_filter(np.where(labels > 0, labels, labels.max() + 1), size=size, mode="constant",
-                                    cval=labels.max() + 1)
-    between = (labels == 0) & (highest > 0) & (lowest <= labels.max()) & (highest != lowest)
-    _, (rows, cols) = ndimage.distance_transform_edt(labels == 0, return_indices=True)
-    out = labels.copy()
-    out[between] = labels[rows[between], cols[between]]
-    return out
+    padded = np.pad(labels, gap)
+    height, width = labels.shape
+    views = [padded[gap + dy : gap + dy + height, gap + dx : gap + dx + width] for dy, dx in window_offsets(gap)]
+    above = int(labels.max()) + 1
+    highest = np.max(views, axis=0)
+    lowest = np.min([np.where(v > 0, v, above) for v in views], axis=0)
+    nearest = np.zeros_like(labels)
+    for view in reversed(views):  # the nearest offset written last wins
+        nearest = np.where(view > 0, view, nearest)
+    between = (labels == 0) & (highest > 0) & (lowest < above) & (highest != lowest)
+    return np.where(between, nearest, labels)
 
 
 def split_touching(labels: np.ndarray, mask: np.ndarray, min_distance: int = 4) -> np.ndarray:
@@ -110,3 +143,97 @@ def as_uint16(labels: np.ndarray, source: str = "label image") -> np.ndarray:
     if labels.size and int(labels.max()) > MAX_LABEL:
         raise DataError(f"{source}: {int(labels.max())} objects do not fit a 16-bit label image (at most {MAX_LABEL})")
     return labels.astype(np.uint16)
+
+
+# -- The same in TensorFlow ops, for the SavedModel's ``instances`` signature ---------------------
+# A TF Serving client gets objects without post-processing code. Each step mirrors its numpy twin
+# above rule for rule (tests hold the two equal); labels are pixel indices until the renumbering.
+
+
+def _components_tf(mask):
+    """4-connected components of ``mask`` ``(H, W)`` bool: each pixel holds 1 + the raster index of
+    its component's first pixel (0 outside). Min-label propagation with pointer jumping (each step
+    also takes the label of the pixel a label points to), to a fixed point in a ``tf.while_loop``."""
+    import tensorflow as tf
+
+    height, width = tf.shape(mask)[0], tf.shape(mask)[1]
+    outside = height * width + 1
+    start = tf.where(mask, tf.reshape(tf.range(1, height * width + 1), [height, width]), outside)
+
+    def step(labels):
+        padded = tf.pad(labels, [[1, 1], [1, 1]], constant_values=outside)
+        neighbours = tf.minimum(tf.minimum(padded[:-2, 1:-1], padded[2:, 1:-1]),
+                                tf.minimum(padded[1:-1, :-2], padded[1:-1, 2:]))
+        flat = tf.reshape(tf.where(mask, tf.minimum(labels, neighbours), outside), [-1])
+        jumped = tf.gather(tf.concat([flat, [outside]], 0), tf.minimum(flat, outside) - 1)
+        return tf.reshape(tf.minimum(flat, jumped), [height, width])
+
+    def changing(labels, previous):
+        return tf.reduce_any(tf.not_equal(labels, previous))
+
+    labels, _ = tf.while_loop(changing, lambda labels, previous: (step(labels), labels), (step(start), start))
+    return tf.where(mask, labels, 0)
+
+
+def _neighbour_extremes_tf(labels, offsets):
+    """Per pixel, the highest and the lowest nonzero label at ``offsets`` (``above`` where none)."""
+    import tensorflow as tf
+
+    gap = max(max(abs(dy), abs(dx)) for dy, dx in offsets)
+    height, width = tf.shape(labels)[0], tf.shape(labels)[1]
+    padded = tf.pad(labels, [[gap, gap], [gap, gap]])
+    views = [padded[gap + dy : gap + dy + height, gap + dx : gap + dx + width] for dy, dx in offsets]
+    above = tf.reduce_max(labels) + 1
+    highest = tf.reduce_max(tf.stack(views), axis=0)
+    lowest = tf.reduce_min(tf.stack([tf.where(v > 0, v, above) for v in views]), axis=0)
+    return views, highest, lowest, above
+
+
+def _fill_holes_tf(labels):
+    import tensorflow as tf
+
+    background = _components_tf(tf.equal(labels, 0))
+    _, highest, lowest, above = _neighbour_extremes_tf(labels, [(-1, 0), (1, 0), (0, -1), (0, 1)])
+    segments = tf.size(labels) + 2
+    region_high = tf.math.unsorted_segment_max(tf.reshape(highest, [-1]), tf.reshape(background, [-1]), segments)
+    region_low = tf.math.unsorted_segment_min(tf.reshape(lowest, [-1]), tf.reshape(background, [-1]), segments)
+    edges = tf.concat([background[0], background[-1], background[:, 0], background[:, -1]], 0)
+    on_edge = tf.math.unsorted_segment_max(tf.ones_like(edges), edges, segments) > 0
+    enclosed = tf.equal(region_high, region_low) & (region_high > 0) & ~on_edge
+    fill = tf.where(enclosed, region_high, 0)
+    return tf.where(background > 0, tf.gather(fill, background), labels)
+
+
+def _remove_small_tf(labels, min_size: int):
+    """Objects under ``min_size`` px dropped; the rest numbered 1..N in raster order of their first pixel."""
+    import tensorflow as tf
+
+    segments = tf.size(labels) + 2
+    flat = tf.reshape(labels, [-1])
+    sizes = tf.math.unsorted_segment_sum(tf.ones_like(flat), flat, segments)
+    keep = (sizes >= max(min_size, 1)) & (tf.range(segments) > 0)
+    number = tf.where(keep, tf.cumsum(tf.cast(keep, tf.int32)), 0)
+    return tf.gather(number, labels)
+
+
+def _give_back_borders_tf(labels, gap: int):
+    import tensorflow as tf
+
+    if gap <= 0:
+        return labels
+    views, highest, lowest, above = _neighbour_extremes_tf(labels, window_offsets(gap))
+    nearest = tf.zeros_like(labels)
+    for view in reversed(views):
+        nearest = tf.where(view > 0, view, nearest)
+    between = tf.equal(labels, 0) & (highest > 0) & (lowest < above) & tf.not_equal(highest, lowest)
+    return tf.where(between, nearest, labels)
+
+
+def instances_tf(probabilities, object_class: int = 1, min_size: int = 0, gap: int = 2):
+    """:func:`instances_from_probabilities` (argmax, no split) in TF ops: ``(H, W, classes)`` ->
+    ``(H, W)`` int32 labels, equal to the numpy result."""
+    import tensorflow as tf
+
+    mask = tf.equal(tf.argmax(probabilities, axis=-1, output_type=tf.int32), object_class)
+    labels = _remove_small_tf(_fill_holes_tf(_components_tf(mask)), min_size)
+    return _give_back_borders_tf(labels, gap)

@@ -4,9 +4,15 @@ Paper defaults: depth 5, 64 base filters (64 -> 1024), 1 input channel, 2 classe
 convolutions, 23 conv layers, 31,030,658 parameters, 572x572 in -> 388x388 out.
 
 Tensors are channels-last, ``(batch, height, width, channels)``. Spatial dims are ``None`` so one
-model takes every valid size (see :mod:`keras_unet.sizes`). The model takes raw pixel values:
-its first layer ``normalize`` maps ``input_range`` to [0, 1], so training, prediction and the
-exported models share one normalisation.
+model takes every valid size (see :mod:`keras_unet.sizes`).
+
+Input normalisation, inside the model so the exported models take raw pixels too, either way:
+
+* per image by percentiles (the default since 0.3, :mod:`keras_unet.normalize`): the inference
+  model is ``raw image -> percentile_normalize -> network`` with the U-Net nested as the layer
+  ``unet``; tiled prediction normalises the whole image and then tiles the nested network;
+* a fixed raw range (``input_range``, e.g. 0-255 -> [0, 1]): the U-Net's first layer ``normalize``,
+  the same for a tile as for the image (and how every run before 0.3 was saved).
 """
 from __future__ import annotations
 
@@ -103,18 +109,61 @@ def unet(
     return keras.Model(image, probabilities, name=name)
 
 
-def inference_model(model: keras.Model) -> keras.Model:
-    """The same network (shared layers and weights) without loss, metrics or optimizer.
+def inference_model(model: keras.Model, percentiles=None) -> keras.Model:
+    """The same network (shared layers and weights) without loss, metrics or optimizer, taking raw
+    pixels: with ``percentiles`` ``(low, high)`` behind per-image percentile normalisation.
 
-    Saved as a run's ``model.keras`` it is built from Keras layers only, so
+    Saved as a run's ``model.keras`` it is built from Keras layers and Keras ops only, so
     ``keras.models.load_model`` opens it where keras_unet is not installed; a compiled model
     would name the project's loss class and carry the optimizer state (3x the weights for Adam).
     """
-    return keras.Model(model.inputs, model.outputs, name=model.name)
+    from keras_unet.normalize import percentile_normalize
+
+    network = keras.Model(model.inputs, model.outputs, name="unet")
+    if percentiles is None:
+        return network
+    image = keras.Input(shape=model.input_shape[1:], name="image")
+    probabilities = network(percentile_normalize(image, percentiles))
+    return keras.Model(image, probabilities, name="unet_percentile_normalized")
+
+
+def network_of(model: keras.Model) -> keras.Model:
+    """The U-Net itself: ``model``, or the network nested in a percentile-normalising model."""
+    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    return nested[0] if nested else model
+
+
+def percentiles_of(model: keras.Model) -> tuple[float, float] | None:
+    """``(low, high)`` of a model's per-image percentile normalisation, or None (fixed range)."""
+    if network_of(model) is model:
+        return None
+    for entry in model.get_config()["layers"]:
+        if entry.get("class_name") == "Quantile":
+            q = entry["inbound_nodes"][0]["args"][1]
+            return round(float(q[0]) * 100.0, 6), round(float(q[1]) * 100.0, 6)
+    raise SettingsError(f"model {model.name!r} nests a network but has no percentile normalisation; "
+                        "it was not made by keras_unet")
+
+
+def exported_forward(model):
+    """``raw tiles (B, H, W, C) -> probabilities`` float32 in TF ops, as exported graphs run a
+    model: its network behind :func:`percentile_normalize_tf` (per input), or the model itself
+    (fixed range, its first layer)."""
+    import tensorflow as tf
+
+    from keras_unet.normalize import percentile_normalize_tf
+
+    percentiles, network = percentiles_of(model), network_of(model)
+    if percentiles is None:
+        return lambda images: tf.cast(model(images, training=False), tf.float32)
+    return lambda images: tf.cast(network(percentile_normalize_tf(images, percentiles), training=False), tf.float32)
 
 
 def unet_config(model: keras.Model) -> dict:
-    """Recover the :func:`unet` arguments from a built model (for run folders and exporters)."""
+    """Recover the :func:`unet` arguments from a built model (for run folders and exporters), plus
+    ``percentiles``: the per-image normalisation (or None where ``input_range`` applies)."""
+    percentiles = percentiles_of(model)
+    model = network_of(model)
     convs = [layer for layer in model.layers if layer.name.endswith("_conv1")]
     depth = sum(1 for layer in convs if layer.name.startswith("enc")) + 1
     first = model.get_layer("enc1_conv1") if depth > 1 else model.get_layer("bottom_conv1")
@@ -132,6 +181,7 @@ def unet_config(model: keras.Model) -> dict:
         padding=first.padding,
         batch_norm=any(layer.name.endswith("_bn1") for layer in model.layers),
         input_range=input_range,
+        percentiles=percentiles,
     )
 
 

@@ -12,6 +12,19 @@ from keras_unet import augment, sizes
 from keras_unet.data import Dataset
 
 
+def network_input(dataset: Dataset, percentiles=None) -> Dataset:
+    """``dataset`` with its images as the network takes them: each image normalised whole by its
+    ``percentiles`` (:func:`keras_unet.normalize.normalize_image`, the function prediction uses),
+    or unchanged (``None``: the fixed-range network normalises its tiles itself)."""
+    if percentiles is None:
+        return dataset
+    from dataclasses import replace
+
+    from keras_unet.normalize import normalize_image
+
+    return replace(dataset, images=[normalize_image(image, percentiles) for image in dataset.images])
+
+
 def _sample_stream(dataset: Dataset, seed: int):
     """Endless generator of ``(image, target, weights)`` in a seeded random order."""
     rng = np.random.default_rng(seed)
@@ -30,8 +43,14 @@ def training_dataset(
     params: augment.AugmentParams = augment.AugmentParams(),
     value_range=(0.0, 255.0),
     seed: int = 0,
+    on_device: bool = False,
 ) -> tf.data.Dataset:
-    """Endless, reproducible dataset of augmented training tiles (see module docstring)."""
+    """Endless, reproducible dataset of augmented training tiles (see module docstring).
+
+    ``on_device``: the host only cuts a mirrored window per sample (:func:`augment.sample_window`)
+    and the augmentation runs on a batch of windows after the copy to the GPU, where there is one
+    (:func:`augment.augment_windows`); the same seed gives the same batches either way.
+    """
     geometry = sizes.tile_plan(tile, depth, padding)
     channels = dataset.channels
     signature = (
@@ -50,12 +69,29 @@ def training_dataset(
         tile_image = tf.ensure_shape(tile_image, (geometry.input_size, geometry.input_size, channels))
         return tile_image, tf.ensure_shape(y_true, (geometry.output_size, geometry.output_size, 2))
 
-    return (
-        samples.enumerate()
-        .map(make_tile, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        .batch(batch_size, drop_remainder=True)
-        .prefetch(tf.data.AUTOTUNE)
-    )
+    if not on_device:
+        return (
+            samples.enumerate()
+            .map(make_tile, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .batch(batch_size, drop_remainder=True)
+            .prefetch(tf.data.AUTOTUNE)
+        )
+
+    def make_window(index, sample):
+        sample_seed = tf.stack([tf.cast(seed, tf.int64), index])
+        return augment.sample_window(*sample, sample_seed, geometry.input_size, geometry.output_size, params), sample_seed
+
+    def augment_batch(windows, seeds):
+        tiles, y_true = augment.augment_windows(windows, seeds, geometry.input_size, geometry.output_size, params,
+                                                value_range)
+        return (tf.ensure_shape(tiles, (batch_size, geometry.input_size, geometry.input_size, channels)),
+                tf.ensure_shape(y_true, (batch_size, geometry.output_size, geometry.output_size, 2)))
+
+    windows = samples.enumerate().map(make_window, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    windows = windows.batch(batch_size, drop_remainder=True)
+    if tf.config.list_logical_devices("GPU"):  # what follows runs on the GPU
+        windows = windows.apply(tf.data.experimental.copy_to_device("/gpu:0"))
+    return windows.map(augment_batch).prefetch(tf.data.AUTOTUNE)
 
 
 def validation_tiles(dataset: Dataset, tile: int, depth: int = 5, padding: str = "valid"):

@@ -1,7 +1,8 @@
 """Every setting of a training run and the presets, in one place, without TensorFlow.
 
 :class:`TrainConfig` holds the settings (the paper's values as defaults, where it gives one);
-:data:`PRESETS` the named starting points: ``paper`` (the defaults) and ``demo`` (what
+:data:`PRESETS` the named starting points: ``paper`` (the defaults), ``cpu`` (good quality in
+about 30 minutes on 2 CPU cores) and ``demo`` (what
 ``keras-unet fit`` without ``--data`` trains: a small network that learns the synthetic cells in
 about two minutes on 2 CPU cores). Settings are passed by keyword.
 """
@@ -27,6 +28,9 @@ class TrainConfig:
     padding: str = "valid"
     dropout: float = 0.5
     batch_norm: bool = False
+    # input normalisation (keras_unet.normalize): per image by percentiles, or the data's fixed range
+    normalization: str = "percentile"  # percentile | range
+    percentiles: tuple = (1.0, 99.8)
     # targets and weight maps
     w0: float = 10.0
     sigma: float = 5.0
@@ -48,12 +52,17 @@ class TrainConfig:
     max_minutes: float = 0.0  # stop after this wall time; 0 = no limit
     tensorboard: bool = False
     augment: bool = True
+    augment_on: str = "auto"  # host | device | auto (device where a GPU is, else host)
+    select_on: str = "auto"  # the best model.keras by: auto (object_f1 for 2 classes, else iou) | object_f1 | iou | loss
     seed: int = 0
     strategy: str = "default"  # default | mirrored | multiworker
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
+        """From a saved ``config.json``; a run from before a setting existed keeps what it had then
+        (the fixed input range, selection on the validation loss)."""
         known = {f.name for f in fields(cls)}
+        values = {"normalization": "range", "select_on": "loss", **values}
         return cls(**{k: v for k, v in values.items() if k in known})
 
     def validated(self) -> "TrainConfig":
@@ -82,6 +91,11 @@ class TrainConfig:
             ("lr_schedule", self.lr_schedule in ("constant", "cosine"), "'constant' or 'cosine'"),
             ("loss", self.loss in ("wce", "dice", "wce+dice"), "'wce', 'dice' or 'wce+dice'"),
             ("mask_kind", self.mask_kind in ("auto", "binary", "instance", "classes"), "auto, binary, instance or classes"),
+            ("normalization", self.normalization in ("percentile", "range"), "'percentile' or 'range'"),
+            ("percentiles", len(self.percentiles) == 2 and 0 <= self.percentiles[0] < self.percentiles[1] <= 100,
+             "two numbers 0 <= low < high <= 100 (e.g. 1 99.8)"),
+            ("augment_on", self.augment_on in ("auto", "host", "device"), "auto, host or device"),
+            ("select_on", self.select_on in ("auto", "object_f1", "iou", "loss"), "auto, object_f1, iou or loss"),
             ("strategy", self.strategy in ("default", "mirrored", "multiworker"), "default, mirrored or multiworker"),
         ]
         for name, ok, rule in checks:
@@ -108,6 +122,10 @@ def _flag(name: str) -> str:
 
 PRESETS = {
     "paper": {},
+    # About 30 minutes on 2 CPU cores (benchmarks/results/quality.md): a quarter of the paper's
+    # filters, mid-size tiles, Adam with a cosine decay; --max-minutes bounds the wall time.
+    "cpu": dict(base_filters=16, tile=348, batch_size=2, epochs=50, steps_per_epoch=50, optimizer="adam",
+                learning_rate=1e-3, lr_schedule="cosine", max_minutes=30.0),
     "demo": dict(base_filters=16, tile=316, batch_size=2, epochs=30, steps_per_epoch=20, optimizer="adam",
                  learning_rate=1e-3, max_minutes=2.5, synthetic_images=10),
 }

@@ -119,5 +119,6 @@ def model_image(shape, config: dict, seed: int = 0) -> np.ndarray:
     :func:`keras_unet.model.unet_config` gives it): membranes, touching cells and noise, whose
     outputs show export errors that a random input hides."""
     image = sample(tuple(shape), seed=seed)[0].astype(np.float32) / 255.0
-    low, high = config["input_range"] or (0.0, 1.0)
+    # A percentile-normalising model takes any range: give it 8-bit values, as a camera would.
+    low, high = config["input_range"] or ((0.0, 255.0) if config.get("percentiles") else (0.0, 1.0))
     return np.repeat((low + image * (high - low))[..., None], config["in_channels"], axis=-1)

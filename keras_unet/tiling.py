@@ -17,7 +17,7 @@ import numpy as np
 from keras_unet import sizes
 from keras_unet.sizes import TilePlan
 from keras_unet.errors import SettingsError
-from keras_unet.model import unet_config
+from keras_unet.model import network_of, unet_config
 
 
 def tile_plan(tile: int, depth: int = 5, padding: str = "valid") -> TilePlan:
@@ -95,6 +95,17 @@ def forward_function(model, jit_compile: bool = False):
     return lambda tiles: compiled(tiles).numpy()
 
 
+def normalized_input(model, image: np.ndarray, config: dict):
+    """``(image (H, W, C) float32 as the network takes it, network)``: a percentile-normalising
+    model's image normalised as a whole and its nested network; else the image and the model."""
+    image = _as_hwc(image)
+    if config["percentiles"] is None:
+        return image, model
+    from keras_unet.normalize import normalize_image
+
+    return normalize_image(image, config["percentiles"]), network_of(model)
+
+
 def predict_tiled(model, image: np.ndarray, tile: int | None = None, batch_size: int = 1,
                   progress=None, memory_mb: int = 4096, jit_compile: bool = False) -> np.ndarray:
     """Class probabilities ``(H, W, n_classes)`` float32 of ``image`` ``(H, W)`` or ``(H, W, C)``.
@@ -102,10 +113,12 @@ def predict_tiled(model, image: np.ndarray, tile: int | None = None, batch_size:
     ``tile`` defaults to the largest valid tile within ``memory_mb`` that the image needs: on a
     CPU one large tile beats several small ones (benchmarks/results/inference.md).
     ``progress``, if given, is called with the number of tiles done after each batch.
+    A percentile-normalising model has the whole image normalised first, then its nested network
+    sees the tiles: the statistics are the image's, whatever the tile.
     """
     config = unet_config(model)
     depth, padding = config["depth"], config["padding"]
-    image = _as_hwc(image)
+    image, model = normalized_input(model, image, config)
     height, width = image.shape[:2]
     plan = tile_plan(resolve_tile(model, image.shape, tile, batch_size, memory_mb), depth, padding)
     rows, cols = plan.origins(height), plan.origins(width)
@@ -154,7 +167,7 @@ def predict_whole(model, image: np.ndarray) -> np.ndarray:
     """Reference: one pass over the whole mirror-padded image, ``(H, W, n_classes)``."""
     config = unet_config(model)
     depth, padding = config["depth"], config["padding"]
-    image = _as_hwc(image)
+    image, model = normalized_input(model, image, config)
     height, width = image.shape[:2]
     tall = sizes.input_size_for_output(height, depth, padding)
     wide = sizes.input_size_for_output(width, depth, padding)

@@ -4,9 +4,11 @@ batch) with validation, checkpoints, resume, logs and plots in a run folder.
 Run folder contents:
 
 * ``config.json`` - every setting plus library versions; ``state.json`` - epochs done, best score;
-* ``model.keras`` - the best model (lowest validation loss) for inference: Keras layers only, no
-  optimizer, loads with plain ``keras.models.load_model``; ``last.keras`` - the latest, with
-  optimizer state (what ``--resume`` continues from);
+* ``model.keras`` - the best model for inference, taking raw pixels (its normalisation inside):
+  Keras layers and ops only, no optimizer, loads with plain ``keras.models.load_model``. "Best" is
+  by ``select_on``: the object F1 at IoU 0.5 on the validation images (two classes), the
+  foreground IoU (more classes) or the validation loss; ``state.json`` says which;
+  ``last.keras`` - the latest network, with optimizer state (what ``--resume`` continues from);
 * ``log.csv`` - per-epoch losses and metrics; ``curves.png`` and ``samples.png`` - plots.
 
 Files are written to a temporary name and renamed, so a run killed at any moment leaves no
@@ -31,6 +33,7 @@ from keras_unet import keras_patches
 from keras_unet.errors import ModelFileError, SettingsError
 from keras_unet.files import atomic_path, remove_stale_temporaries
 from keras_unet.settings import TrainConfig
+from keras_unet.instances import typical_min_size
 from keras_unet.model import inference_model, unet
 
 
@@ -90,26 +93,119 @@ def build_model(config: TrainConfig, channels: int, input_range) -> keras.Model:
     return model
 
 
-class RunCheckpoint(keras.callbacks.Callback):
-    """After each epoch: ``last.keras`` and ``state.json``; ``model.keras`` when validation improves."""
+def selection_metric(config: TrainConfig, has_validation: bool) -> str:
+    """The log key that picks the best model: ``val_object_f1`` (:class:`ValidationObjects`),
+    ``val_iou`` (the foreground IoU metric on the validation tiles) or ``val_loss``; ``loss``
+    without validation data."""
+    if not has_validation:
+        return "loss"
+    choice = config.select_on
+    if choice == "auto":
+        choice = "object_f1" if config.n_classes == 2 else "iou"
+    return {"object_f1": "val_object_f1", "iou": "val_iou", "loss": "val_loss"}[choice]
 
-    def __init__(self, run_dir: Path, state: dict, is_chief: bool = True):
+
+class ValidationObjects(keras.callbacks.Callback):
+    """After each epoch, what users measure on whole validation images (overlap-tile prediction and
+    instances, as ``keras-unet predict --format instances`` makes them): ``val_object_f1``, the mean
+    object F1 at IoU 0.5 of class 1, added to the epoch's logs.
+
+    The true objects are the targets' class-1 components with the separation borders given back,
+    the post-processing the predicted ones get (with the run's ``min_object_size``). At most
+    ``max_images`` images, to bound the cost.
+    """
+
+    def __init__(self, images: list, targets: list, tile: int, min_size: int = 0, max_images: int = 8):
+        super().__init__()
+        from keras_unet.instances import instances_from_probabilities
+
+        self.images, self.tile, self.min_size = images[:max_images], tile, min_size
+        self.truths = [instances_from_probabilities(np.eye(2, dtype=np.float32)[t]) for t in targets[:max_images]]
+
+    def on_epoch_end(self, epoch, logs=None):
+        from keras_unet.instances import instances_from_probabilities
+
+        if logs is None or not self.images:
+            return
+        scores = [metrics.evaluate_objects(instances_from_probabilities(
+                      tiling.predict_tiled(self.model, image, tile=self.tile), min_size=self.min_size), truth)["f1"]
+                  for image, truth in zip(self.images, self.truths)]
+        logs["val_object_f1"] = float(np.mean(scores))
+
+
+class RunCheckpoint(keras.callbacks.Callback):
+    """After each epoch: ``last.keras`` and ``state.json``; ``model.keras`` when the selection
+    metric (see :func:`selection_metric`) improves."""
+
+    def __init__(self, run_dir: Path, state: dict, is_chief: bool = True, select: str = "val_loss",
+                 percentiles=None):
         super().__init__()
         self.run_dir, self.state, self.is_chief = run_dir, state, is_chief
+        self.select, self.percentiles = select, percentiles
+        self.state["selected_on"] = select
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        score = logs.get("val_loss", logs.get("loss"))
+        value = logs.get(self.select)
+        # Stored as a score to minimise: losses as they are, F1 and IoU negated.
+        score = None if value is None else (float(value) if self.select.endswith("loss") else -float(value))
         improved = score is not None and np.isfinite(score) and score < self.state.get("best", np.inf)
         self.state["epoch"] = epoch + 1
         if improved:
-            self.state.update(best=float(score), best_epoch=epoch + 1)
+            self.state.update(best=float(score), best_epoch=epoch + 1, best_value=float(value))
         if not self.is_chief:
             return
         if improved:  # an inference model: loads without keras_unet; training state stays in last.keras
-            save_model_atomic(inference_model(self.model), self.run_dir / "model.keras")
+            save_model_atomic(inference_model(self.model, self.percentiles), self.run_dir / "model.keras")
         save_model_atomic(self.model, self.run_dir / "last.keras")
         write_json(self.run_dir / "state.json", self.state)
+
+
+def format_minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+class ProgressEstimate(keras.callbacks.Callback):
+    """Tell the user early how long the run takes: after ``after_steps`` steps (the first, which
+    builds the graph, not counted) and again after the first epoch (validation included), with a
+    hint when it is over an hour."""
+
+    def __init__(self, config: TrainConfig, verbose: int = 1, after_steps: int = 5, out=None):
+        super().__init__()
+        self.config, self.verbose, self.after_steps, self.out = config, verbose, after_steps, out
+        self.first_epoch = self.started = self.epoch_started = None
+        self.steps = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.first_epoch is None:
+            self.first_epoch = epoch
+        self.epoch_started = time.monotonic()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
+        if self.steps == 1:
+            self.started = time.monotonic()
+        elif self.steps == 1 + self.after_steps:
+            per_step = (time.monotonic() - self.started) / self.after_steps
+            steps = (self.config.epochs - self.first_epoch) * self.config.steps_per_epoch
+            self.report(per_step * steps, f"{per_step:.2f} s per step x {steps} steps, validation not included")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.first_epoch:
+            self.report((time.monotonic() - self.epoch_started) * (self.config.epochs - self.first_epoch),
+                        "from the first epoch, validation included")
+
+    def report(self, seconds: float, basis: str) -> None:
+        if not self.verbose:
+            return
+        limit = self.config.max_minutes * 60.0
+        line = f"estimated training time: {format_minutes(seconds)} ({basis})"
+        if limit and seconds > limit:
+            line += f"; --max-minutes stops it after {format_minutes(limit)}"
+        elif seconds > 3600:
+            line += ("\nhint: over an hour on this machine; --preset cpu trains a smaller network in about "
+                     "30 min, --max-minutes bounds the time, and a GPU (pip install '.[gpu]') is far faster")
+        print(line, file=self.out or sys.stderr, flush=True)
 
 
 class TimeLimit(keras.callbacks.Callback):
@@ -123,6 +219,15 @@ class TimeLimit(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if time.monotonic() > self.deadline:
             self.model.stop_training = self.stopped = True
+
+
+def augment_on_device(config: TrainConfig) -> bool:
+    """Where the augmentation runs: ``auto`` puts it on the GPU where there is one (a GPU trains
+    the paper network faster than a few host cores augment: benchmarks/results/gpu.md) and on the
+    host otherwise (on a CPU the two are the same cores; the host path overlaps with training)."""
+    if config.augment_on == "auto":
+        return bool(tf.config.list_physical_devices("GPU"))
+    return config.augment_on == "device"
 
 
 def distribution_strategy(name: str):
@@ -199,16 +304,28 @@ def _train(config: TrainConfig, run_dir: Path, state: dict, resume: bool, verbos
         for note in train_data.notes:
             print(f"note: {note}", file=sys.stderr)
     data.check_tile_fits(train_data, config.tile, config.depth, config.padding)
-    input_range = train_data.input_range()
+    raw_range = train_data.input_range()
+    # Objects smaller than this are noise: the default --min-size of predict and export for this run.
+    min_object_size = typical_min_size(train_data.targets) if config.n_classes == 2 else 0
+    # Per-image percentiles: the images are normalised once, whole, and the network learns on
+    # them; model.keras puts the same normalisation in front (model.inference_model). Fixed range:
+    # the network's first layer maps raw_range to [0, 1], as every run before 0.3.
+    # The strategy before any TF op runs (the normalisation below is one): collective ops are
+    # configured at program start-up.
+    strategy = distribution_strategy(config.strategy)
+    percentiles = tuple(config.percentiles) if config.normalization == "percentile" else None
+    input_range, value_range = (None, (0.0, 1.0)) if percentiles else (raw_range, raw_range)
+    raw_train_data, raw_val_data = train_data, val_data
+    train_data, val_data = pipeline.network_input(train_data, percentiles), pipeline.network_input(val_data, percentiles)
     if chief:
         run_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(run_dir)  # left by a process killed while writing
     if chief and not resume:
-        write_json(run_dir / "config.json", {"config": asdict(config), "input_range": input_range,
+        write_json(run_dir / "config.json", {"config": asdict(config), "input_range": raw_range,
+                                             "min_object_size": min_object_size,
                                              "versions": versions(), "data_notes": train_data.notes,
                                              "train_samples": train_data.sources, "val_samples": val_data.sources})
 
-    strategy = distribution_strategy(config.strategy)
     with strategy.scope():
         if resume:
             model = keras.models.load_model(run_dir / "last.keras")
@@ -219,12 +336,17 @@ def _train(config: TrainConfig, run_dir: Path, state: dict, resume: bool, verbos
     global_batch = config.batch_size * strategy.num_replicas_in_sync
     params = augment.AugmentParams() if config.augment else augment.AugmentParams.none()
     train_ds = pipeline.training_dataset(train_data, config.tile, global_batch, config.depth, config.padding,
-                                         params, input_range, seed=config.seed * 100_003 + state["epoch"])
+                                         params, value_range, seed=config.seed * 100_003 + state["epoch"],
+                                         on_device=augment_on_device(config))
     val_tile = pipeline.validation_tile(val_data, config.tile, config.depth, config.padding, config.base_filters,
                                         global_batch)
     val_ds = pipeline.validation_dataset(val_data, val_tile, global_batch, config.depth, config.padding) if len(val_data) else None
 
-    callbacks = [RunCheckpoint(run_dir, state, chief), keras.callbacks.TerminateOnNaN()]
+    select = selection_metric(config, bool(val_ds))
+    callbacks = [RunCheckpoint(run_dir, state, chief, select, percentiles), keras.callbacks.TerminateOnNaN(),
+                 ProgressEstimate(config, verbose)]
+    if select == "val_object_f1":  # first: later callbacks see its score in the logs
+        callbacks.insert(0, ValidationObjects(val_data.images, val_data.targets, val_tile, min_object_size))
     if chief:  # only the chief writes files; the other workers train in lockstep
         callbacks.append(keras.callbacks.CSVLogger(str(run_dir / "log.csv"), append=resume))
     if config.early_stopping:
@@ -242,7 +364,7 @@ def _train(config: TrainConfig, run_dir: Path, state: dict, resume: bool, verbos
                             steps_per_epoch=config.steps_per_epoch, validation_data=val_ds,
                             callbacks=callbacks, verbose=verbose, shuffle=False).history
     if chief:
-        write_report(run_dir, val_data if len(val_data) else train_data)
+        write_report(run_dir, raw_val_data if len(raw_val_data) else raw_train_data)
     return {**state, "history": history, "model": model, "config": config,
             "time_limited": bool(time_limit and time_limit.stopped)}
 

@@ -50,7 +50,7 @@ def test_image_and_label_move_together():
     image = (checker * 200 + 20).astype(np.float32)[..., None]
     weights = checker.astype(np.float32) + 1.0
     tile, y_true = augment.augmented_tile(image, checker, weights, SEED, 92, 40,
-                                          augment.AugmentParams(noise=0, brightness=0, contrast=0, gamma=0), (0.0, 255.0))
+                                          augment.AugmentParams(noise=0, brightness=0, contrast=0, gamma=0, scale=0), (0.0, 255.0))
     tile, y_true = tile.numpy(), y_true.numpy()
     centre = tile[26:66, 26:66, 0]
     labels = y_true[..., 0]
@@ -86,3 +86,19 @@ def test_augmentation_runs_inside_tf_function():
     fn = tf.function(lambda img, seed: augment.augmented_tile(img, tf.zeros([50, 50], tf.uint8), tf.ones([50, 50]), seed, 44, 4))
     tile, y_true = fn(tf.zeros([50, 50, 1]), SEED)
     assert tile.shape == (44, 44, 1) and y_true.shape == (4, 4, 2)
+
+
+def test_intensity_scale_spans_its_range_about_the_low_end():
+    """The scale augmentation multiplies about the range's low end (the background after
+    percentile normalisation), log-uniformly within [exp(-s), exp(s)], one factor per sample."""
+    image = np.linspace(0.0, 1.0, 64, dtype=np.float32).reshape(8, 8, 1)
+    params = augment.AugmentParams(noise=0, brightness=0, contrast=0, gamma=0, scale=1.0)
+    factors = []
+    for i in range(200):
+        out = augment.gray_values(image, tf.constant([i, 1], tf.int64), params, (0.0, 1.0)).numpy()
+        factor = out[-1, -1, 0] / image[-1, -1, 0]
+        np.testing.assert_allclose(out, image * factor, rtol=1e-5, atol=1e-6)  # about 0: background stays
+        factors.append(factor)
+    logs = np.log(factors)
+    assert logs.min() > -1.0 - 1e-6 and logs.max() < 1.0 + 1e-6
+    assert logs.min() < -0.8 and logs.max() > 0.8 and abs(logs.mean()) < 0.15

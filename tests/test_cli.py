@@ -316,3 +316,41 @@ def test_evaluate_warns_about_masks_without_objects_and_a_hyperstack_is_checked(
     tifffile.imwrite(tmp_path / "five.tif", np.zeros((1, 2, 40, 40, 3), np.uint8))  # a 5-D stack of RGB pages
     result = run("predict", model, tmp_path / "five.tif", "--out", tmp_path / "p")
     assert result.exit_code == 2 and "five.tif: image has 3 channel(s) but the model takes 1" in result.output
+
+
+def test_predict_instances_defaults_to_the_runs_min_object_size(tmp_path):
+    """Without --min-size, instances drop what the run found too small to be an object."""
+    import tifffile
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    threshold_model(run_dir / "model.keras")
+    (run_dir / "config.json").write_text(json.dumps({"config": {}, "min_object_size": 10}))
+    image = np.zeros((60, 70), np.uint8)
+    image[5:20, 5:25] = 200
+    image[50:52, 60:62] = 200  # a 4-px speck
+    data.write_image(tmp_path / "a.png", image)
+    result = run("predict", run_dir, tmp_path / "a.png", "--out", tmp_path / "p", "--format", "instances")
+    assert result.exit_code == 0, result.output
+    assert "objects under 10 px dropped" in result.output
+    labels = tifffile.imread(tmp_path / "p" / "a_instances.tif")
+    assert labels.max() == 1 and labels[51, 61] == 0
+    result = run("predict", run_dir, tmp_path / "a.png", "--out", tmp_path / "q", "--format", "instances",
+                 "--min-size", 0)
+    assert tifffile.imread(tmp_path / "q" / "a_instances.tif").max() == 2  # an explicit value wins
+
+
+def test_cpu_preset_and_its_overrides(tmp_path):
+    out = tmp_path / "run"
+    result = run("fit", "--preset", "cpu", "--depth", 3, "--base-filters", 4, "--tile", 68, "--epochs", 1,
+                 "--steps", 2, "--augment-on", "device", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "(cpu preset)" in result.output and "best by val_object_f1" in result.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["config"]["optimizer"] == "adam" and config["config"]["lr_schedule"] == "cosine"
+    assert config["config"]["max_minutes"] == 30 and config["config"]["normalization"] == "percentile"
+    assert config["min_object_size"] >= 1
+    both = run("fit", "--paper", "--preset", "demo", "--out", tmp_path / "other")
+    assert both.exit_code == 2 and "contradict" in both.output and not (tmp_path / "other").exists()
+    bad = run("fit", "--percentiles", 99, 1, "--out", tmp_path / "third")
+    assert bad.exit_code == 2 and "--percentiles must be two numbers" in bad.output

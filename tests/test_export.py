@@ -1,4 +1,5 @@
 import subprocess
+from pathlib import Path
 import sys
 
 import keras
@@ -10,14 +11,15 @@ from click.testing import CliRunner
 from keras_unet import export, tiling
 from keras_unet.cli.main import main
 from keras_unet.errors import ModelFileError
-from keras_unet.model import unet
+from keras_unet.model import inference_model, unet
 
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory):
     keras.utils.set_random_seed(3)
     path = tmp_path_factory.mktemp("model") / "tiny.keras"
-    unet(base_filters=4, dropout=0.0).save(path)
+    # What fit saves by default: per-image percentile normalisation in front of the network.
+    inference_model(unet(base_filters=4, dropout=0.0, input_range=None), (1.0, 99.8)).save(path)
     return path
 
 
@@ -36,7 +38,7 @@ def test_layout_and_version_increment(savedmodel, model_file):
 
 def test_signatures_names_dtypes_and_dynamic_dims(savedmodel):
     loaded = tf.saved_model.load(str(savedmodel))
-    assert set(loaded.signatures) == {"serving_default", "segment"}
+    assert set(loaded.signatures) == {"serving_default", "segment", "instances"}
     serve = loaded.signatures["serving_default"]
     (spec,) = serve.structured_input_signature[1].values()
     assert spec.name == "image" and spec.dtype == tf.float32 and spec.shape.as_list() == [None, None, None, 1]
@@ -135,9 +137,12 @@ def test_warmup_requests_replay_every_signature(savedmodel):
         image = tf.make_ndarray(tensor_pb2.TensorProto.FromString(entry[2][0]))
         signature = spec[3][0].decode()
         out = loaded.signatures[signature](image=tf.constant(image))
-        assert out["labels"].shape == image.shape[:-1] if signature == "segment" else out["labels"].shape[0] == 1
+        if signature == "instances":
+            assert out["instances"].shape == image.shape[:-1]
+        else:
+            assert out["labels"].shape == image.shape[:-1] if signature == "segment" else out["labels"].shape[0] == 1
         replayed.add(signature)
-    assert replayed == {"serving_default", "segment"}
+    assert replayed == {"serving_default", "segment", "instances"}
     try:  # where tensorflow-serving-api is installed, its own parser reads the records too
         from tensorflow_serving.apis import prediction_log_pb2
     except ImportError:
@@ -173,6 +178,41 @@ def test_whole_image_signature_equals_predict(savedmodel, model_file):
     assert result["probabilities"].shape == (77, 131, 2)
     np.testing.assert_allclose(result["probabilities"].numpy(), expected, atol=1e-5)
     np.testing.assert_array_equal(result["labels"].numpy(), expected.argmax(-1))
+
+
+def test_instances_signature_equals_predict_format_instances(savedmodel, model_file):
+    """Objects from the served graph equal `keras-unet predict --format instances` (the numpy
+    post-processing) on real-looking images: synthetic cells at an odd size and an ISBI slice."""
+    from keras_unet import inference, synthetic
+    from keras_unet.model import unet_config
+
+    model = keras.models.load_model(model_file)
+    signature = tf.saved_model.load(str(savedmodel)).signatures["instances"]
+    images = [synthetic.model_image((203, 317), unet_config(model), seed=4)]
+    isbi = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012" / "train" / "image" / "03.png"
+    if isbi.is_file():
+        from keras_unet import data
+
+        images.append(data.read_image(isbi)[:300, :260, None].astype(np.float32))
+    for image in images:
+        expected = inference.instances(tiling.predict_tiled(model, image, tile=220))
+        got = signature(image=tf.constant(image))["instances"].numpy()
+        assert got.dtype == np.int32 and expected.max() > 1
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_instances_signature_drops_what_the_run_drops(model_file, tmp_path):
+    """Exported with a run's min_object_size, the signature drops the objects predict drops."""
+    from keras_unet import inference, synthetic
+    from keras_unet.model import unet_config
+
+    model = keras.models.load_model(model_file)
+    path = export.export_savedmodel(model, tmp_path, name="cells", tile=220, min_size=40)
+    image = synthetic.model_image((203, 317), unet_config(model), seed=4)
+    got = tf.saved_model.load(str(path)).signatures["instances"](image=tf.constant(image))["instances"].numpy()
+    probabilities = tiling.predict_tiled(model, image, tile=220)
+    np.testing.assert_array_equal(got, inference.instances(probabilities, min_size=40))
+    assert got.max() < inference.instances(probabilities).max()  # some objects were under 40 px
 
 
 def test_savedmodel_size_is_about_the_weights(tmp_path):

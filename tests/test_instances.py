@@ -1,11 +1,13 @@
 """Objects from probabilities, and object-level metrics against brute-force references."""
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from keras_unet import instances, metrics, synthetic, weights
 from keras_unet.errors import DataError, SettingsError
+from keras_unet.instances import fill_holes, instances_from_probabilities
 
 
 def probabilities_from(binary: np.ndarray) -> np.ndarray:
@@ -93,3 +95,69 @@ def test_object_scores_by_hand():
     assert scores["dsb_score"] == pytest.approx(6 * 0.5 / 10)
     with pytest.raises(ValueError, match="not unique"):
         metrics.match_objects(pred, truth, iou_threshold=0.3)
+
+
+def _cases():
+    """Masks with touching objects, holes (also holes shared by two objects and holes holding an
+    object), borders, odd sizes: random smoothed noise, synthetic cells, ISBI 2012 cells."""
+    from scipy import ndimage
+
+    from keras_unet import synthetic
+
+    rng = np.random.default_rng(7)
+    for trial in range(12):
+        h, w = (int(v) for v in rng.integers(3, 90, 2))
+        noise = ndimage.gaussian_filter(rng.uniform(0, 1, (h, w)), rng.uniform(0.5, 3))
+        yield f"noise {trial}", noise > np.median(noise)
+        yield f"synthetic {trial}", synthetic.sample((h + 20, w + 20), seed=trial)[1] == 1
+    ring = np.zeros((30, 30), bool)
+    ring[5:25, 5:25] = True
+    ring[10:20, 10:20] = False
+    ring[13:17, 13:17] = True  # an object inside the hole of another
+    yield "nested", ring
+    isbi = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012" / "train" / "label" / "00.png"
+    if isbi.is_file():
+        from keras_unet import data
+
+        yield "isbi cells", data.read_image(isbi)[:256, :200] > 127
+
+
+@pytest.mark.parametrize("min_size", [0, 30])
+def test_tf_instances_equal_the_numpy_ones(min_size):
+    """The SavedModel's in-graph objects (keras_unet.instances.instances_tf) against the numpy
+    pipeline that predict --format instances runs, pixel for pixel."""
+    import tensorflow as tf
+
+    from keras_unet.instances import instances_tf
+
+    graph = tf.function(lambda p: instances_tf(p, min_size=min_size),
+                        input_signature=[tf.TensorSpec([None, None, 2], tf.float32)])
+    for name, mask in _cases():
+        probabilities = np.stack([~mask, mask], -1).astype(np.float32)
+        expected = instances_from_probabilities(probabilities, min_size=min_size)
+        np.testing.assert_array_equal(graph(probabilities).numpy(), expected, err_msg=name)
+
+
+def test_fill_holes_rule():
+    """A hole of one object is filled; a region enclosed by two objects is not; background at the
+    image border is never a hole."""
+    labels = np.zeros((9, 12), np.int32)
+    labels[1:8, 1:6] = 1
+    labels[3:5, 3] = 0  # hole of object 1
+    labels[1:8, 6:11] = 2
+    labels[4, 5:7] = 0  # a gap shared by objects 1 and 2 -> not a hole
+    labels[0, 8] = 0
+    filled = fill_holes(labels)
+    assert np.all(filled[3:5, 3] == 1) and np.all(filled[4, 5:7] == 0) and np.all(filled[0] == 0)
+
+
+def test_typical_min_size_is_a_quarter_of_the_small_objects():
+    """Against areas counted by hand: 20 squares of 10x10 and one of 2x2 (an edge fragment)."""
+    target = np.zeros((120, 260), np.uint8)
+    for i in range(20):
+        r, c = 5 + 30 * (i // 8), 5 + 30 * (i % 8)
+        target[r : r + 10, c : c + 10] = 1
+    target[110:112, 250:252] = 1
+    areas = [100] * 20 + [4]
+    assert instances.typical_min_size([target]) == int(0.25 * np.percentile(areas, 5))
+    assert instances.typical_min_size([np.zeros((5, 5), np.uint8)]) == 0

@@ -31,7 +31,7 @@ def test_options_and_config_roundtrip():
     assert model.output_shape == (None, None, None, 4)
     config = unet_model.unet_config(model)
     assert config == dict(depth=3, base_filters=4, in_channels=3, n_classes=4, padding="same",
-                          batch_norm=True, input_range=pytest.approx((0.0, 4095.0)))
+                          batch_norm=True, input_range=pytest.approx((0.0, 4095.0)), percentiles=None)
     assert model.predict_on_batch(np.zeros((2, 64, 48, 3), np.float32)).shape == (2, 64, 48, 4)
 
 

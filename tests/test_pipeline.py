@@ -58,3 +58,39 @@ def test_validation_costs_about_what_prediction_costs_whatever_the_training_tile
     images, y_true = pipeline.validation_tiles(dataset, tile)
     assert len(images) == 1 and y_true.shape[1] >= 512
     assert pipeline.validation_tile(dataset, 572, base_filters=64, memory_mb=64) == 572  # never below the training tile
+
+
+def test_device_side_augmentation_equals_the_host_pipeline():
+    """The same seed gives the same batches whether the host augments each sample from the whole
+    image or the device augments batches of windows: images, labels and weights, every augmentation
+    on (rotation, flips, elastic, shift, gray values), odd image sizes and a tile larger than an
+    image (mirrored context)."""
+    from keras_unet import augment, data, synthetic
+
+    dataset = synthetic.as_dataset(3, (150, 131), 4, data.WeightParams())
+    params = augment.AugmentParams(shift=7.0)
+    for tile in (188, 252):
+        host = pipeline.training_dataset(dataset, tile, 2, params=params, seed=11)
+        device = pipeline.training_dataset(dataset, tile, 2, params=params, seed=11, on_device=True)
+        for (x_host, y_host), (x_dev, y_dev) in zip(host.take(3), device.take(3)):
+            np.testing.assert_array_equal(x_dev.numpy(), x_host.numpy())
+            np.testing.assert_array_equal(y_dev.numpy(), y_host.numpy())
+    other = next(iter(pipeline.training_dataset(dataset, 188, 2, params=params, seed=12, on_device=True)))
+    assert not np.array_equal(other[0].numpy(), x_host.numpy())  # the seed matters
+
+
+def test_window_holds_every_source_pixel_of_a_tile():
+    """The window radius bounds the farthest source coordinate of a tile over many seeds, with the
+    strongest settings (rotation, elastic draws cut at 4 sigma, shift)."""
+    import tensorflow as tf
+
+    from keras_unet import augment
+
+    params = augment.AugmentParams(elastic_sigma=10.0, shift=5.0)
+    radius = augment.window_radius(188, params)
+    farthest = 0.0
+    for i in range(200):
+        ys, xs = augment.tile_coordinates(tf.constant([i, 3], tf.int64), 188, tf.constant([0.0, 0.0]), params)
+        farthest = max(farthest, float(tf.reduce_max(tf.abs(ys))), float(tf.reduce_max(tf.abs(xs))))
+    assert farthest + 2 <= radius
+    assert farthest > 0.7 * (radius - 2)  # and the bound is not absurdly loose

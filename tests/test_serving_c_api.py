@@ -13,7 +13,7 @@ import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 
-from keras_unet import export, tiling
+from keras_unet import export, inference, tiling
 from keras_unet.export.savedmodel import WARMUP_FILE
 from keras_unet.model import unet
 
@@ -42,11 +42,13 @@ def exported(tmp_path_factory):
 
 
 def signature_tensors(path: Path, signature: str) -> tuple[str, str]:
-    """``(input tensor, probabilities tensor)`` names of a SignatureDef, e.g. ``serving_default_image:0``."""
+    """``(input tensor, output tensor)`` names of a SignatureDef, e.g. ``serving_default_image:0``;
+    the output is ``probabilities``, or ``instances`` (int32) for the instances signature."""
     saved = saved_model_pb2.SavedModel.FromString((path / "saved_model.pb").read_bytes())
     (meta,) = [m for m in saved.meta_graphs if "serve" in m.meta_info_def.tags]
     sig = meta.signature_def[signature]
-    return sig.inputs["image"].name, sig.outputs["probabilities"].name
+    output = "instances" if signature == "instances" else "probabilities"
+    return sig.inputs["image"].name, sig.outputs[output].name
 
 
 def run_c(runner, path, signature, image, tmp_path):
@@ -59,7 +61,8 @@ def run_c(runner, path, signature, image, tmp_path):
     if done.returncode != 0 or not done.stdout.startswith("OK"):
         return done.returncode, done.stdout, None
     shape = tuple(int(d) for d in done.stdout.split()[1:])
-    return 0, done.stdout, np.fromfile(tmp_path / "out.f32", np.float32).reshape(shape)
+    dtype = np.int32 if signature == "instances" else np.float32  # the output tensor's raw bytes
+    return 0, done.stdout, np.fromfile(tmp_path / "out.f32", dtype).reshape(shape)
 
 
 def test_both_signatures_through_the_c_api_match_keras(runner, exported, tmp_path):
@@ -73,6 +76,9 @@ def test_both_signatures_through_the_c_api_match_keras(runner, exported, tmp_pat
     code, out, probabilities = run_c(runner, path, "segment", image, tmp_path)
     assert code == 0, out
     np.testing.assert_allclose(probabilities, tiling.predict_tiled(model, image, tile=220), atol=1e-5)
+    code, out, labels = run_c(runner, path, "instances", image, tmp_path)
+    assert code == 0, out
+    np.testing.assert_array_equal(labels, inference.instances(tiling.predict_tiled(model, image, tile=220)))
 
 
 def test_a_malformed_request_is_an_error_not_an_abort(runner, exported, tmp_path):
@@ -95,4 +101,4 @@ def test_the_warmup_requests_replay_through_the_c_api(runner, exported, tmp_path
         code, out, _ = run_c(runner, path, signature, image, tmp_path)
         assert code == 0, out
         signatures.append(signature)
-    assert sorted(signatures) == ["segment", "serving_default"]
+    assert sorted(signatures) == ["instances", "segment", "serving_default"]

@@ -5,6 +5,7 @@ import pytest
 
 from keras_unet import train
 from keras_unet.errors import ModelFileError
+from keras_unet.normalize import normalize_image
 
 TINY = dict(depth=3, base_filters=4, tile=68, batch_size=2, epochs=2, steps_per_epoch=3,
             synthetic_images=3, synthetic_size=64, optimizer="adam", learning_rate=1e-3)
@@ -45,7 +46,8 @@ np.save({str(tmp_path / 'out.npy')!r}, model.predict_on_batch(np.load({str(tmp_p
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-1500:]
-    expected = state["model"].predict_on_batch(image)
+    # the trained network on the image as fit normalised it (the whole image by its percentiles)
+    expected = state["model"].predict_on_batch(normalize_image(image[0])[None])
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, atol=1e-5)
     assert (run / "model.keras").stat().st_size < 0.7 * (run / "last.keras").stat().st_size  # no Adam state
     assert keras.models.load_model(run / "last.keras", compile=True).optimizer is not None
@@ -134,3 +136,54 @@ def test_sigkill_mid_epoch_then_resume(tmp_path):
     assert state["epoch"] == killed_at + 2
     epochs = [int(row.split(",")[0]) for row in (run / "log.csv").read_text().splitlines()[1:]]
     assert epochs[-2:] == [killed_at, killed_at + 1]  # continued, not restarted
+
+
+def test_best_model_is_chosen_on_validation_object_f1(tmp_path):
+    """model.keras follows the selection metric (higher F1 is better), not the loss."""
+    import keras
+
+    from keras_unet.model import unet
+
+    state = {"epoch": 0, "best": float("inf")}
+    checkpoint = train.RunCheckpoint(tmp_path, state, select="val_object_f1", percentiles=(1.0, 99.8))
+    checkpoint.set_model(unet(depth=3, base_filters=2, input_range=None))
+    for epoch, (loss, f1) in enumerate([(0.5, 0.3), (0.2, 0.1), (0.4, 0.6), (0.1, 0.5)]):
+        checkpoint.on_epoch_end(epoch, {"val_loss": loss, "val_object_f1": f1})
+    assert state["best_epoch"] == 3 and state["best_value"] == 0.6 and state["selected_on"] == "val_object_f1"
+    assert keras.models.load_model(tmp_path / "model.keras").name == "unet_percentile_normalized"
+    config = train.TrainConfig(**TINY)
+    assert train.selection_metric(config, True) == "val_object_f1"
+    assert train.selection_metric(config.updated(n_classes=3), True) == "val_iou"
+    assert train.selection_metric(config.updated(select_on="loss"), True) == "val_loss"
+    assert train.selection_metric(config, False) == "loss"
+
+
+def test_fit_logs_the_object_f1_it_selects_on(tmp_path):
+    state = train.fit(train.TrainConfig(**TINY), tmp_path / "run", verbose=0)
+    log = (tmp_path / "run" / "log.csv").read_text().splitlines()
+    assert "val_object_f1" in log[0].split(",")
+    scores = [float(line.split(",")[log[0].split(",").index("val_object_f1")]) for line in log[1:]]
+    assert state["selected_on"] == "val_object_f1" and state["best_value"] == max(scores)
+    saved = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert saved["selected_on"] == "val_object_f1"
+
+
+@pytest.mark.parametrize("per_step, expected", [(0.5, "estimated training time: 2 min"), (3.0, "hint: over an hour")])
+def test_time_estimate_after_the_first_steps(per_step, expected, monkeypatch):
+    import io
+
+    now = [0.0]
+    monkeypatch.setattr(train.time, "monotonic", lambda: now[0])
+    out = io.StringIO()
+    config = train.TrainConfig(epochs=25, steps_per_epoch=10 if per_step < 1 else 100)
+    estimate = train.ProgressEstimate(config, verbose=1, after_steps=5, out=out)
+    estimate.on_epoch_begin(0)
+    for step in range(6):
+        now[0] += per_step
+        estimate.on_train_batch_end(step)
+    assert expected in out.getvalue(), out.getvalue()
+    quiet = train.ProgressEstimate(config, verbose=0, out=(silent := io.StringIO()))
+    quiet.on_epoch_begin(0)
+    for step in range(8):
+        quiet.on_train_batch_end(step)
+    assert silent.getvalue() == ""
