@@ -2,7 +2,9 @@
 
     python benchmarks/augmentation.py [--bases 16,32,64]
 
-(a) the tf.data pipeline (keras_unet.pipeline, TF ops, parallel map) in samples/s;
+(a) the tf.data pipeline (keras_unet.pipeline, TF ops, parallel map) in samples/s, host-side
+    (each sample augmented in the map) and device-side (windows cut on the host, augmented in
+    batches of 4 where the device is: here the same CPU);
 (b) the same deformation done with scipy.ndimage.map_coordinates in numpy, one sample at a time;
 (c) training steps of the paper's network (batch 1, tile 572) at several base widths.
 The goal is augmentation throughput >= 5x training throughput at base 32.
@@ -20,14 +22,14 @@ from keras_unet import pipeline, sizes, synthetic
 TILE = 572
 
 
-def pipeline_rate(dataset, n=60):
-    iterator = iter(pipeline.training_dataset(dataset, TILE, batch_size=1))
+def pipeline_rate(dataset, n=60, batch=1, on_device=False):
+    iterator = iter(pipeline.training_dataset(dataset, TILE, batch_size=batch, on_device=on_device))
     for _ in range(5):
         next(iterator)
     start = time.perf_counter()
-    for _ in range(n):
+    for _ in range(n // batch):
         next(iterator)
-    return n / (time.perf_counter() - start)
+    return (n // batch) * batch / (time.perf_counter() - start)
 
 
 def scipy_sample(image, target, weights, rng):
@@ -80,8 +82,13 @@ def main():
     args = parser.parse_args()
     dataset = synthetic.as_dataset(4, (768, 768))
     aug = pipeline_rate(dataset)
+    host4 = pipeline_rate(dataset, batch=4)
+    device4 = pipeline_rate(dataset, batch=4, on_device=True)
     ref = scipy_rate(dataset)
-    rows = [["tf.data pipeline (keras_unet)", f"{aug:.1f}", "-", ""],
+    rows = [["tf.data pipeline (keras_unet), host-side, batch 1", f"{aug:.1f}", "-", ""],
+            ["tf.data pipeline, host-side, batch 4", f"{host4:.1f}", "-", ""],
+            ["tf.data pipeline, device-side on this CPU (windows, batch 4)", f"{device4:.1f}", "-",
+             f"device / host = {device4 / host4:.2f}x (the same cores: no gain expected on a CPU)"],
             ["scipy.ndimage map_coordinates, 1 thread", f"{ref:.1f}", "-", f"pipeline / scipy = {aug / ref:.1f}x"]]
     for base in (int(b) for b in args.bases.split(",")):
         rate = train_step_rate(base)

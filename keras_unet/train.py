@@ -112,15 +112,18 @@ class ValidationObjects(keras.callbacks.Callback):
 
     The true objects are the targets' class-1 components with the separation borders given back,
     the post-processing the predicted ones get (with the run's ``min_object_size``). At most
-    ``max_images`` images, to bound the cost.
+    ``max_images`` images, evenly spread over the set, to bound the cost.
     """
 
     def __init__(self, images: list, targets: list, tile: int, min_size: int = 0, max_images: int = 8):
         super().__init__()
         from keras_unet.instances import instances_from_probabilities
 
-        self.images, self.tile, self.min_size = images[:max_images], tile, min_size
-        self.truths = [instances_from_probabilities(np.eye(2, dtype=np.float32)[t]) for t in targets[:max_images]]
+        # Evenly spread over the validation images (they come sorted by file: the first few could
+        # be of one collection only).
+        picks = np.unique(np.linspace(0, len(images) - 1, min(max_images, len(images))).round().astype(int))
+        self.images, self.tile, self.min_size = [images[i] for i in picks], tile, min_size
+        self.truths = [instances_from_probabilities(np.eye(2, dtype=np.float32)[targets[i]]) for i in picks]
 
     def on_epoch_end(self, epoch, logs=None):
         from keras_unet.instances import instances_from_probabilities

@@ -187,3 +187,32 @@ def test_time_estimate_after_the_first_steps(per_step, expected, monkeypatch):
     for step in range(8):
         quiet.on_train_batch_end(step)
     assert silent.getvalue() == ""
+
+
+def test_a_run_folder_from_before_normalisation_loads_predicts_and_resumes(tmp_path):
+    """A run made before 0.3: fixed 0-255 range in the model's first layer, a config.json without
+    the new settings. It predicts as before (raw values through its Rescaling layer) and resumes
+    with its own settings, not the new defaults."""
+    from keras_unet import inference, synthetic, tiling
+
+    run = tmp_path / "old"
+    train.fit(train.TrainConfig(**TINY, normalization="range", select_on="loss"), run, verbose=0)
+    saved = json.loads((run / "config.json").read_text())
+    for key in ("normalization", "percentiles", "select_on", "augment_on"):
+        saved["config"].pop(key)
+    saved.pop("min_object_size")
+    (run / "config.json").write_text(json.dumps(saved))
+    model = inference.load_model(run)
+    assert model.get_layer("normalize") is not None and inference.unet_config(model)["percentiles"] is None
+    image = synthetic.sample((90, 70), seed=2)[0].astype(np.float32)
+    # as before: raw values mapped by 0-255 -> [0, 1], nothing per image
+    from keras_unet.model import unet
+
+    bare = unet(depth=3, base_filters=4, input_range=None)
+    bare.set_weights(model.get_weights())
+    np.testing.assert_allclose(tiling.predict_tiled(model, image), tiling.predict_tiled(bare, image / 255.0), atol=1e-5)
+    state = train.resume(run, epochs=3, verbose=0)
+    assert state["epoch"] == 3 and state["selected_on"] == "val_loss"
+    resumed = inference.load_model(run / "last.keras")
+    assert inference.unet_config(resumed)["percentiles"] is None and resumed.get_layer("normalize")
+    assert inference.run_min_size(run) is None
