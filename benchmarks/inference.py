@@ -119,7 +119,8 @@ def keras_predict_variants(base, image):
     for label, tile, batch, xla in [("one 700 tile", 700, 1, False), ("four 572 tiles, batch 1", 572, 1, False),
                                     ("four 572 tiles, batch 4", 572, 4, False), ("one 700 tile, XLA", 700, 1, True),
                                     ("four 572 tiles, batch 4, XLA", 572, 4, True)]:
-        run = lambda: tiling.predict_tiled(model, image, tile=tile, batch_size=batch, jit_compile=xla)  # noqa: E731
+        run = lambda: tiling.predict_tiled(model, image, tile=tile, batch_size=batch, jit_compile=xla,
+                                          memory_mb=16384)  # noqa: E731
         run()  # warm-up and XLA compilation
         seconds = best_of(run, repeat=2)
         flops = tiling.count_tiles(image.shape, tile) * model_flops(model, tile)

@@ -252,8 +252,10 @@ def predict(model_path, inputs, out_dir, tile, batch_size, memory_mb, tta, kind,
 @click.option("--sweep", is_flag=True, default=False,
               help="Also the ISBI challenge's protocol: each challenge metric's best over thresholds 0.0-1.0 "
                    "(picked on these labels: an upper bound, reported apart as swept_*).")
+@click.option("--min-size", type=click.IntRange(min=0), default=None,
+              help="Object metrics: drop predicted objects smaller than this (px) [the run's min_object_size, else 0].")
 @user_errors
-def evaluate(model_path, data_dir, out_dir, tile, batch_size, tta, threshold, sweep):
+def evaluate(model_path, data_dir, out_dir, tile, batch_size, tta, threshold, sweep, min_size):
     """Pixel error, ISBI 2012 Rand / warping error, V_Rand, V_Info, adapted Rand, IoU, Dice, SEG."""
     from keras_unet import data, inference
     from keras_unet.files import ensure_writable_folder
@@ -261,15 +263,19 @@ def evaluate(model_path, data_dir, out_dir, tile, batch_size, tta, threshold, sw
     if out_dir:
         ensure_writable_folder(out_dir)
     model = inference.load_model(model_path)
+    if min_size is None:
+        min_size = inference.run_min_size(model_path) or 0
     pairs = data.find_pairs(data_dir)
     rows = []
     with click.progressbar(pairs, label="evaluating") as bar:
         for pair in bar:
             rows += inference.evaluate_pairs(model, [pair], tile, batch_size, tta, threshold=threshold, sweep=sweep,
-                                             warn=lambda message: click.echo(f"\nwarning: {message}", err=True))
+                                             warn=lambda message: click.echo(f"\nwarning: {message}", err=True),
+                                             min_size=min_size)
     rows.append(inference.mean_row(rows))
     keys = [k for k in rows[0] if k != "image"]
-    click.echo(f"protocol: {'argmax' if threshold is None else f'object where p >= {threshold:g}'}, {tta} view(s)"
+    click.echo(f"protocol: {'argmax' if threshold is None else f'object where p >= {threshold:g}'}, {tta} view(s), "
+               f"objects under {min_size} px dropped"
                + ("; swept_*: best over thresholds 0.0-1.0 on these labels (the challenge's protocol)" if sweep else ""))
     width = max(len(r["image"]) for r in rows)
     click.echo(f"{'image':<{width}}  " + "  ".join(f"{k:>13}" for k in keys))

@@ -176,14 +176,14 @@ class PredictionJob:
 
 
 def evaluate_pairs(model, pairs, tile=None, batch_size: int = 1, tta: int = 1, progress=None,
-                   threshold: float | None = None, sweep: bool = False, warn=None) -> list[dict]:
+                   threshold: float | None = None, sweep: bool = False, warn=None, min_size: int = 0) -> list[dict]:
     """Metrics per image page of ``(image, mask)`` pairs: pixel metrics of the object class
     (:func:`keras_unet.metrics.evaluate_binary`) and object metrics
     (:func:`keras_unet.metrics.evaluate_objects`, ``object_*`` keys) of the predicted instances
     against the true ones: an instance mask as it is, a binary mask's 4-connected components.
 
     ``threshold``: object where p(class 1) >= threshold (default: argmax), fixed beforehand as a
-    user would. ``sweep``: also the ISBI challenge's protocol, the best value of each challenge
+    user would. ``min_size``: predicted objects smaller than this are dropped, as by ``predict``. ``sweep``: also the ISBI challenge's protocol, the best value of each challenge
     metric over thresholds 0.0-1.0 (``swept_*`` keys; it looks at the truth to pick, so it is an
     upper bound, reported apart). ``warn``: called with a message for each page whose scores mean
     little (a mask without any object scores a perfect Rand error and SEG whatever is predicted).
@@ -207,7 +207,7 @@ def evaluate_pairs(model, pairs, tile=None, batch_size: int = 1, tta: int = 1, p
             check_image(image, config, image_path)
             probabilities = predict_probabilities(model, image, tile, batch_size, tta, progress)
             prediction = labels_from_probabilities(probabilities, threshold)
-            found = instances_from_probabilities(probabilities, threshold=threshold)
+            found = instances_from_probabilities(probabilities, threshold=threshold, min_size=min_size)
             name = image_path.name + (f"[{page}]" if len(images) > 1 else "")
             if warn is not None and not np.any(true_objects):
                 warn(f"{mask_path}{f'[{page}]' if len(images) > 1 else ''}: the mask has no object: its Rand, "

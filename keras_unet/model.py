@@ -8,11 +8,11 @@ model takes every valid size (see :mod:`keras_unet.sizes`).
 
 Input normalisation, inside the model so the exported models take raw pixels too, either way:
 
-* per image by percentiles (the default since 0.3, :mod:`keras_unet.normalize`): the inference
+* per image by percentiles (the default, :mod:`keras_unet.normalize`): the inference
   model is ``raw image -> percentile_normalize -> network`` with the U-Net nested as the layer
   ``unet``; tiled prediction normalises the whole image and then tiles the nested network;
 * a fixed raw range (``input_range``, e.g. 0-255 -> [0, 1]): the U-Net's first layer ``normalize``,
-  the same for a tile as for the image (and how every run before 0.3 was saved).
+  the same for a tile as for the image (and how every run made before per-image normalisation was saved).
 """
 from __future__ import annotations
 

@@ -115,7 +115,7 @@ class ValidationObjects(keras.callbacks.Callback):
     ``max_images`` images, evenly spread over the set, to bound the cost.
     """
 
-    def __init__(self, images: list, targets: list, tile: int, min_size: int = 0, max_images: int = 8):
+    def __init__(self, images: list, targets: list, tile: int, min_size: int = 0, max_images: int = 16):
         super().__init__()
         from keras_unet.instances import instances_from_probabilities
 
@@ -165,6 +165,8 @@ class RunCheckpoint(keras.callbacks.Callback):
 
 
 def format_minutes(seconds: float) -> str:
+    if seconds < 600:
+        return f"{seconds / 60:.1f} min"
     return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
@@ -225,11 +227,12 @@ class TimeLimit(keras.callbacks.Callback):
 
 
 def augment_on_device(config: TrainConfig) -> bool:
-    """Where the augmentation runs: ``auto`` puts it on the GPU where there is one (a GPU trains
-    the paper network faster than a few host cores augment: benchmarks/results/gpu.md) and on the
-    host otherwise (on a CPU the two are the same cores; the host path overlaps with training)."""
+    """Where the augmentation runs: ``auto`` puts it on the GPU where there is one GPU and no
+    distribution strategy (a GPU trains the paper network faster than a few host cores augment:
+    benchmarks/results/gpu.md), and on the host otherwise (on a CPU the two are the same cores and
+    the host path overlaps with training; a strategy distributes the host's dataset itself)."""
     if config.augment_on == "auto":
-        return bool(tf.config.list_physical_devices("GPU"))
+        return config.strategy == "default" and len(tf.config.list_physical_devices("GPU")) == 1
     return config.augment_on == "device"
 
 
@@ -310,12 +313,13 @@ def _train(config: TrainConfig, run_dir: Path, state: dict, resume: bool, verbos
     raw_range = train_data.input_range()
     # Objects smaller than this are noise: the default --min-size of predict and export for this run.
     min_object_size = typical_min_size(train_data.targets) if config.n_classes == 2 else 0
-    # Per-image percentiles: the images are normalised once, whole, and the network learns on
-    # them; model.keras puts the same normalisation in front (model.inference_model). Fixed range:
-    # the network's first layer maps raw_range to [0, 1], as every run before 0.3.
     # The strategy before any TF op runs (the normalisation below is one): collective ops are
     # configured at program start-up.
     strategy = distribution_strategy(config.strategy)
+    # Per-image percentiles: the images are normalised once, whole, and the network learns on
+    # them; model.keras puts the same normalisation in front (model.inference_model). Fixed range:
+    # the network's first layer maps raw_range to [0, 1], as in every run made before per-image
+    # normalisation.
     percentiles = tuple(config.percentiles) if config.normalization == "percentile" else None
     input_range, value_range = (None, (0.0, 1.0)) if percentiles else (raw_range, raw_range)
     raw_train_data, raw_val_data = train_data, val_data

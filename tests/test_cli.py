@@ -301,6 +301,10 @@ def test_predict_instances_and_evaluate_objects(tmp_path):
     mean = json.loads((tmp_path / "metrics" / "metrics.json").read_text())["rows"][-1]
     assert mean["object_objects_true"] == 3 and mean["object_objects_found"] == 4  # the speck counts here
     assert mean["object_recall"] == 1 and mean["object_precision"] == 0.75 and mean["object_seg"] == 1
+    result = run("evaluate", model, tmp_path / "ds", "--out", tmp_path / "metrics10", "--min-size", 10)
+    assert result.exit_code == 0 and "objects under 10 px dropped" in result.output, result.output
+    mean = json.loads((tmp_path / "metrics10" / "metrics.json").read_text())["rows"][-1]
+    assert mean["object_objects_found"] == 3 and mean["object_precision"] == 1  # as predict drops the speck
     assert run("predict", model, tmp_path / "ds" / "images" / "a.png", "--format", "instances",
                "--min-size", -1).exit_code == 2
 

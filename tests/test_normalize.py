@@ -104,7 +104,7 @@ def test_model_records_its_normalisation(percentile_model, tmp_path):
 
 
 def test_old_runs_keep_their_fixed_range(tmp_path):
-    """A config.json from before 0.3 has no normalisation setting: it resumes with the fixed range
+    """A config.json from before per-image normalisation has no normalisation setting: it resumes with the fixed range
     and its model (a Rescaling first layer) predicts as it did."""
     old = TrainConfig.from_dict({"base_filters": 4, "epochs": 3})
     assert old.normalization == "range" and old.select_on == "loss"

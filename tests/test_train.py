@@ -168,7 +168,7 @@ def test_fit_logs_the_object_f1_it_selects_on(tmp_path):
     assert saved["selected_on"] == "val_object_f1"
 
 
-@pytest.mark.parametrize("per_step, expected", [(0.5, "estimated training time: 2 min"), (3.0, "hint: over an hour")])
+@pytest.mark.parametrize("per_step, expected", [(0.5, "estimated training time: 2.1 min"), (3.0, "hint: over an hour")])
 def test_time_estimate_after_the_first_steps(per_step, expected, monkeypatch):
     import io
 
@@ -190,7 +190,7 @@ def test_time_estimate_after_the_first_steps(per_step, expected, monkeypatch):
 
 
 def test_a_run_folder_from_before_normalisation_loads_predicts_and_resumes(tmp_path):
-    """A run made before 0.3: fixed 0-255 range in the model's first layer, a config.json without
+    """A run made before per-image normalisation: fixed 0-255 range in the model's first layer, a config.json without
     the new settings. It predicts as before (raw values through its Rescaling layer) and resumes
     with its own settings, not the new defaults."""
     from keras_unet import inference, synthetic, tiling
