@@ -30,6 +30,23 @@ def foreground(probabilities: np.ndarray, object_class: int = 1, threshold: floa
     return np.argmax(probabilities, axis=-1) == object_class
 
 
+FOUR_NEIGHBOURS = [(-1, 0), (1, 0), (0, -1), (0, 1)]
+
+
+def _neighbour_extremes(labels: np.ndarray, offsets):
+    """``(views, highest, lowest, above)``: ``labels`` shifted by each ``(dy, dx)`` (0 beyond the
+    image), the highest label and the lowest nonzero one (``above`` = max + 1 where none) per pixel.
+    :func:`_neighbour_extremes_tf` is its twin."""
+    gap = max(max(abs(dy), abs(dx)) for dy, dx in offsets)
+    padded = np.pad(labels, gap)
+    height, width = labels.shape
+    views = [padded[gap + dy : gap + dy + height, gap + dx : gap + dx + width] for dy, dx in offsets]
+    above = int(labels.max()) + 1
+    highest = np.max(views, axis=0)
+    lowest = np.min([np.where(v > 0, v, above) for v in views], axis=0)
+    return views, highest, lowest, above
+
+
 def fill_holes(labels: np.ndarray) -> np.ndarray:
     """A hole - a 4-connected background region off the image border whose neighbours all belong
     to one object - gets that object's label; a region enclosed by several objects stays.
@@ -39,11 +56,7 @@ def fill_holes(labels: np.ndarray) -> np.ndarray:
     background, n = ndimage.label(labels == 0)
     if n == 0:
         return labels
-    padded = np.pad(labels, 1)
-    shifted = [padded[:-2, 1:-1], padded[2:, 1:-1], padded[1:-1, :-2], padded[1:-1, 2:]]
-    above = int(labels.max()) + 1
-    highest = np.max(shifted, axis=0)
-    lowest = np.min([np.where(v > 0, v, above) for v in shifted], axis=0)
+    _, highest, lowest, _ = _neighbour_extremes(labels, FOUR_NEIGHBOURS)
     index = np.arange(1, n + 1)
     region_high = np.asarray(ndimage.maximum(highest, background, index))
     region_low = np.asarray(ndimage.minimum(lowest, background, index))
@@ -90,12 +103,7 @@ def give_back_borders(labels: np.ndarray, gap: int = 2) -> np.ndarray:
     objects do not erode them. Objects' edges towards real background stay as predicted."""
     if gap <= 0 or labels.max() == 0:
         return labels
-    padded = np.pad(labels, gap)
-    height, width = labels.shape
-    views = [padded[gap + dy : gap + dy + height, gap + dx : gap + dx + width] for dy, dx in window_offsets(gap)]
-    above = int(labels.max()) + 1
-    highest = np.max(views, axis=0)
-    lowest = np.min([np.where(v > 0, v, above) for v in views], axis=0)
+    views, highest, lowest, above = _neighbour_extremes(labels, window_offsets(gap))
     nearest = np.zeros_like(labels)
     for view in reversed(views):  # the nearest offset written last wins
         nearest = np.where(view > 0, view, nearest)
@@ -193,7 +201,7 @@ def _fill_holes_tf(labels):
     import tensorflow as tf
 
     background = _components_tf(tf.equal(labels, 0))
-    _, highest, lowest, above = _neighbour_extremes_tf(labels, [(-1, 0), (1, 0), (0, -1), (0, 1)])
+    _, highest, lowest, above = _neighbour_extremes_tf(labels, FOUR_NEIGHBOURS)
     segments = tf.size(labels) + 2
     region_high = tf.math.unsorted_segment_max(tf.reshape(highest, [-1]), tf.reshape(background, [-1]), segments)
     region_low = tf.math.unsorted_segment_min(tf.reshape(lowest, [-1]), tf.reshape(background, [-1]), segments)
