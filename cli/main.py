@@ -16,12 +16,6 @@ import click
 from keras_unet import __version__
 
 
-# Settings of `keras-unet fit` without --data: a small network that learns the synthetic cells
-# in about two minutes on 2 CPU cores.
-DEMO = dict(base_filters=16, tile=316, batch_size=2, epochs=30, steps_per_epoch=20, optimizer="adam",
-            learning_rate=1e-3, max_minutes=2.5, synthetic_images=10)
-
-
 class InputError(click.ClickException):
     """Bad input (file, size, setting): one line on stderr, exit code 2."""
 
@@ -159,7 +153,8 @@ def fit(data_dir, out_dir, resume_dir, no_augment, paper, preset, **options):
         if paper and preset not in (None, "paper"):
             raise InputError(f"--paper and --preset {preset} contradict each other; give one")
         name = preset or ("paper" if (data_dir or paper) else "demo")
-        config = settings.preset(name, **chosen, data=data_dir, augment=not no_augment)
+        fixed = "epochs" in chosen or "steps_per_epoch" in chosen  # the user's own schedule: kept, not planned
+        config = settings.preset(name, **chosen, data=data_dir, augment=not no_augment, fixed_schedule=fixed)
         run_dir = Path(out_dir) if out_dir else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
         remove_stale_temporaries(run_dir)
         if not run_dir.exists():
@@ -181,6 +176,10 @@ def fit(data_dir, out_dir, resume_dir, no_augment, paper, preset, **options):
     click.echo(f"Done: {state['epoch']} epochs; model.keras is the best by {chosen_by} "
                + (f"({best:.4f}, epoch {state['best_epoch']})" if "best_epoch" in state else "(no epoch scored)")
                + f". Files in {run_dir}:")
+    scores = state.get("best_logs", {})
+    if "val_object_f1" in scores:
+        click.echo(f"  validation: object F1 {scores['val_object_f1']:.3f}, DSB score {scores['val_object_dsb']:.3f}, "
+                   f"pixel error {scores['val_pixel_error']:.3f} (model.keras, argmax)")
     for name in ("model.keras", "last.keras", "config.json", "log.csv", "curves.png", "samples.png"):
         if (run_dir / name).exists():
             click.echo(f"  {run_dir / name}")
@@ -191,6 +190,23 @@ def _verbosity() -> int:
 
 
 # -- predict -----------------------------------------------------------------------------------
+
+
+def run_postprocessing(model_path, threshold, min_size, split, announce: bool = True):
+    """``(threshold, min_size, split)``: the options given, the rest from the run's record
+    (:func:`keras_unet.runs.postprocessing`), said in one line."""
+    from keras_unet import runs
+
+    recorded = runs.postprocessing(model_path)
+    threshold = recorded["threshold"] if threshold is None else threshold
+    min_size = recorded["min_size"] if min_size is None else min_size
+    split = recorded["split"] if split is None else split
+    if announce:
+        chosen = "chosen on the run's validation data" if runs.record(model_path).get("postprocessing") else "defaults"
+        click.echo(f"objects: {'argmax' if threshold is None else f'p >= {threshold:g}'}, under {min_size} px "
+                   f"dropped, split {split} ({chosen}; --threshold, --min-size, --split override)")
+    return threshold, min_size, split
+
 
 
 @main.command()
@@ -208,12 +224,13 @@ def _verbosity() -> int:
               "probability TIFF, or objects: uint16 instance-label TIFF (0 = background, 1..N; one page per class "
               "of a multi-class model, per page of a stack).")
 @click.option("--min-size", type=click.IntRange(min=0), default=None,
-              help="Instances: drop objects smaller than this (px) [the run's min_object_size from its "
-                   "training objects, else 0].")
-@click.option("--split", type=click.Choice(["none", "watershed"]), default="none", show_default=True,
-              help="Instances: also split objects that still touch (distance-transform watershed).")
+              help="Instances: drop objects smaller than this (px) [the run's choice on its validation data, "
+                   "else its min_object_size from its training objects, else 0].")
+@click.option("--split", type=click.Choice(["none", "watershed"]), default=None,
+              help="Instances: also split objects that still touch (distance-transform watershed) [the run's "
+                   "choice, else none].")
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=None,
-              help="Two classes: object where p >= threshold [argmax].")
+              help="Two classes: object where p >= threshold [the run's choice on its validation data, else argmax].")
 @user_errors
 def predict(model_path, inputs, out_dir, tile, batch_size, memory_mb, tta, kind, min_size, split, threshold):
     """Segment images of any size with overlap-tile prediction (each page of a stack)."""
@@ -222,9 +239,8 @@ def predict(model_path, inputs, out_dir, tile, batch_size, memory_mb, tta, kind,
 
     ensure_writable_folder(out_dir)
     model = inference.load_model(model_path)
-    if kind == "instances" and min_size is None:
-        min_size = inference.run_min_size(model_path) or 0
-        click.echo(f"instances: objects under {min_size} px dropped (--min-size)")
+    threshold, min_size, split = run_postprocessing(model_path, threshold, min_size, split,
+                                                    announce=kind == "instances")
     files = [f for path in inputs for f in data.find_images(path)]
     for number, path in enumerate(files, start=1):
         job = inference.PredictionJob(model, path, tile=tile, batch_size=batch_size, memory_mb=memory_mb, tta=tta)
@@ -232,7 +248,7 @@ def predict(model_path, inputs, out_dir, tile, batch_size, memory_mb, tta, kind,
             click.echo(f"warning: {warning}", err=True)
         label = f"[{number}/{len(files)}] {path.name} ({len(job.pages)} page{'s' * (len(job.pages) > 1)}, tiles)"
         with click.progressbar(length=job.total_tiles, label=label, show_pos=True) as bar:
-            written = job.run(Path(out_dir), kind, threshold=threshold, min_size=min_size or 0, split=split,
+            written = job.run(Path(out_dir), kind, threshold=threshold, min_size=min_size, split=split,
                               progress=bar.update)
         click.echo(f"  -> {written}")
 
@@ -253,36 +269,54 @@ def predict(model_path, inputs, out_dir, tile, batch_size, memory_mb, tta, kind,
               help="Also the ISBI challenge's protocol: each challenge metric's best over thresholds 0.0-1.0 "
                    "(picked on these labels: an upper bound, reported apart as swept_*).")
 @click.option("--min-size", type=click.IntRange(min=0), default=None,
-              help="Object metrics: drop predicted objects smaller than this (px) [the run's min_object_size, else 0].")
+              help="Object metrics: drop predicted objects smaller than this (px) [the run's choice, else its "
+                   "min_object_size, else 0].")
+@click.option("--split", type=click.Choice(["none", "watershed"]), default=None,
+              help="Object metrics: also split objects that still touch [the run's choice, else none].")
+@click.option("--calibrate", is_flag=True, default=False,
+              help="First choose the post-processing (threshold, min size, split) that scores best on these "
+                   "labelled images and write it into the run folder, as fit does on its validation images.")
 @user_errors
-def evaluate(model_path, data_dir, out_dir, tile, batch_size, tta, threshold, sweep, min_size):
+def evaluate(model_path, data_dir, out_dir, tile, batch_size, tta, threshold, sweep, min_size, split, calibrate):
     """Pixel error, ISBI 2012 Rand / warping error, V_Rand, V_Info, adapted Rand, IoU, Dice, SEG."""
-    from keras_unet import data, inference
+    from keras_unet import data, inference, runs
     from keras_unet.files import ensure_writable_folder
 
     if out_dir:
         ensure_writable_folder(out_dir)
     model = inference.load_model(model_path)
-    if min_size is None:
-        min_size = inference.run_min_size(model_path) or 0
     pairs = data.find_pairs(data_dir)
+    if calibrate:
+        run_dir = runs.folder_of(model_path)
+        if not (run_dir / runs.CONFIG).is_file():
+            raise InputError(f"{model_path}: --calibrate writes its choice into a run folder (with config.json); "
+                             "give a run folder or a model inside one")
+        with click.progressbar(length=len(pairs), label="calibrating") as bar:
+            chosen = inference.calibrate(model, pairs, tile, batch_size, tta,
+                                         typical_min_size=runs.min_object_size(model_path) or 0)
+            bar.update(len(pairs))
+        runs.update_record(run_dir, postprocessing={**chosen, "data": str(data_dir)})
+        click.echo(f"calibrated on {chosen['images']} page(s) of {data_dir}: DSB score {chosen['value']:.4f} "
+                   f"({chosen['default_value']:.4f} with argmax and no split) -> {run_dir / runs.CONFIG}")
+    threshold, min_size, split = run_postprocessing(model_path, threshold, min_size, split, announce=False)
     rows = []
     with click.progressbar(pairs, label="evaluating") as bar:
         for pair in bar:
             rows += inference.evaluate_pairs(model, [pair], tile, batch_size, tta, threshold=threshold, sweep=sweep,
                                              warn=lambda message: click.echo(f"\nwarning: {message}", err=True),
-                                             min_size=min_size)
+                                             min_size=min_size, split=split)
     rows.append(inference.mean_row(rows))
     keys = [k for k in rows[0] if k != "image"]
     click.echo(f"protocol: {'argmax' if threshold is None else f'object where p >= {threshold:g}'}, {tta} view(s), "
-               f"objects under {min_size} px dropped"
+               f"objects under {min_size} px dropped, split {split}"
                + ("; swept_*: best over thresholds 0.0-1.0 on these labels (the challenge's protocol)" if sweep else ""))
     width = max(len(r["image"]) for r in rows)
     click.echo(f"{'image':<{width}}  " + "  ".join(f"{k:>13}" for k in keys))
     for row in rows:
         click.echo(f"{row['image']:<{width}}  " + "  ".join(f"{row[k]:>13.5f}" for k in keys))
     if out_dir:
-        settings = {"tile": tile, "tta": tta, "threshold": threshold, "batch_size": batch_size, "sweep": sweep}
+        settings = {"tile": tile, "tta": tta, "threshold": threshold, "batch_size": batch_size, "sweep": sweep,
+                    "min_size": min_size, "split": split}
         written = inference.write_metrics(Path(out_dir), rows, model=model_path, data=data_dir, settings=settings)
         click.echo("  -> " + ", ".join(str(p) for p in written))
 
@@ -375,18 +409,27 @@ def export(model_path, fmt, out_dir, name, version, quantize, tile, verify, samp
         if verify:
             click.echo(f"bioimageio.core test_model in a fresh process: {test_package(path)}")
         return
+    # the instances signature makes the objects predict makes: the run's threshold and minimum size
+    threshold, min_size, split = run_postprocessing(model_file, None, None, None, announce=False)
+    if fmt == "savedmodel" and split != "none":
+        click.echo(f"warning: the run splits touching objects by {split}, which the instances signature cannot do "
+                   "in TF ops: its objects differ from predict's where objects touch", err=True)
     if fmt == "savedmodel":
-        min_size = inference.run_min_size(model_file) or 0  # the instances signature drops what predict drops
-        path = exporters.export_savedmodel(model, out_dir, name=name, version=version, tile=tile, min_size=min_size)
+        path = exporters.export_savedmodel(model, out_dir, name=name, version=version, tile=tile, min_size=min_size,
+                                           threshold=threshold)
     elif fmt == "onnx":
         path = exporters.export_onnx(model, out_dir, name=name, tile=tile)
     else:
         path = exporters.export_tflite(model, out_dir, name=name, quantize=quantize, tile=tile)
     click.echo(f"exported -> {', '.join(map(str, path)) if isinstance(path, list) else path}")
     if verify:
-        report = exporters.verify(model, path, fmt, quantize, tile=tile)
+        report = exporters.verify(model, path, fmt, quantize, tile=tile, min_size=min_size, threshold=threshold)
         tolerance = report.pop("tolerance")
         for check, (diff, flips) in report.items():
+            if check.startswith("instances"):
+                click.echo(f"verified in a fresh process: {check}: the objects of predict --format instances, "
+                           f"{flips} pixel(s) differ")
+                continue
             click.echo(f"verified in a fresh process: {check}: max |export - keras| = {diff:.2e} "
                        f"(tolerance {tolerance:.0e}), {flips} label(s) differ")
 

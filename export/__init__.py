@@ -7,7 +7,6 @@ and compares its output with the Keras model's.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -32,12 +31,14 @@ def _loaded(model):
 
 
 def export_savedmodel(model, out_dir, name: str = "unet", version: int | None = None, tile: int | None = None,
-                      min_size: int = 0) -> Path:
-    """Write ``out_dir/name/version/`` (see :mod:`keras_unet.export.savedmodel`); ``min_size``: the
-    ``instances`` signature drops smaller objects."""
+                      min_size: int = 0, threshold: float | None = None) -> Path:
+    """Write ``out_dir/name/version/`` (see :mod:`keras_unet.export.savedmodel`); the ``instances``
+    signature drops objects under ``min_size`` and takes p >= ``threshold`` as the object (argmax
+    without one)."""
     from keras_unet.export import savedmodel
 
-    return savedmodel.export_savedmodel(_loaded(model), out_dir, name, version, tile, min_size=min_size)
+    return savedmodel.export_savedmodel(_loaded(model), out_dir, name, version, tile, min_size=min_size,
+                                        threshold=threshold)
 
 
 def export_onnx(model, out_dir, name: str = "unet", tile: int | None = None) -> list[Path]:
@@ -63,20 +64,25 @@ def export_tflite(model, out_dir, name: str = "unet", quantize: str = "none", ti
     return tflite.export_tflite(_loaded(model), out_dir, name, quantize, tile)
 
 
-# Runs in a fresh interpreter: plain TensorFlow / ai-edge-litert only, never keras_unet.
+# Runs in a fresh interpreter: plain TensorFlow / ai-edge-litert / onnxruntime only, never
+# keras_unet. One process runs every check of an export (each start costs a TensorFlow import).
 _RUNNER = r"""
 import json, sys
 import numpy as np
-fmt, path, signature, inp, out = sys.argv[1:6]
-image = np.load(inp)
-if fmt == "savedmodel":
-    import tensorflow as tf
-    loaded = tf.saved_model.load(path)
-    result = loaded.signatures[signature](image=tf.constant(image))["probabilities"].numpy()
-elif fmt == "onnx":
-    import onnxruntime
-    result = onnxruntime.InferenceSession(path).run(["probabilities"], {"image": image})[0]
-else:
+jobs = json.loads(sys.argv[1])
+loaded = {}
+
+def run(fmt, path, signature, image):
+    if fmt == "savedmodel":
+        import tensorflow as tf
+        if path not in loaded:
+            loaded[path] = tf.saved_model.load(path)
+        outputs = loaded[path].signatures[signature](image=tf.constant(image))
+        key = "instances" if signature == "instances" else "probabilities"
+        return outputs[key].numpy()
+    if fmt == "onnx":
+        import onnxruntime
+        return onnxruntime.InferenceSession(path).run(["probabilities"], {"image": image})[0]
     from ai_edge_litert.interpreter import Interpreter
     interpreter = Interpreter(model_path=path)
     detail = interpreter.get_input_details()[0]
@@ -85,45 +91,55 @@ else:
     interpreter.allocate_tensors()
     interpreter.set_tensor(detail["index"], image)
     interpreter.invoke()
-    result = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-np.save(out, result)
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+for fmt, path, signature, inp, out in jobs:
+    np.save(out, run(fmt, path, signature, np.load(inp)))
 print(json.dumps({"modules": sorted(m for m in sys.modules if m.startswith("keras_unet"))}))
 """
 
 
-def run_in_fresh_process(fmt: str, path, image: np.ndarray, signature: str = "serving_default") -> np.ndarray:
-    """Probabilities of an exported model's ``signature`` on ``image``, in a new interpreter."""
+def run_in_fresh_process(jobs: list) -> list[np.ndarray]:
+    """Outputs of exported models in one new interpreter that never imports keras_unet.
+
+    ``jobs``: ``(fmt, path, signature, image)`` tuples; the output is the ``instances`` of that
+    signature, else the ``probabilities``.
+    """
+    from keras_unet.subprocesses import child_env
+
     with tempfile.TemporaryDirectory() as tmp:
-        inp, out = Path(tmp) / "in.npy", Path(tmp) / "out.npy"
-        np.save(inp, image.astype(np.float32))
-        done = subprocess.run([sys.executable, "-c", _RUNNER, fmt, str(path), signature, str(inp), str(out)],
-                              capture_output=True, text=True, env=_clean_env())
+        specs = []
+        for i, (fmt, path, signature, image) in enumerate(jobs):
+            inp, out = Path(tmp) / f"in{i}.npy", Path(tmp) / f"out{i}.npy"
+            np.save(inp, image.astype(np.float32))
+            specs.append((fmt, str(path), signature, str(inp), str(out)))
+        done = subprocess.run([sys.executable, "-c", _RUNNER, json.dumps(specs)], capture_output=True, text=True,
+                              env=child_env())
+        path = jobs[0][1] if len(jobs) else ""
         if done.returncode != 0:
             tail = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "no output"
             raise DataError(f"{path}: the export does not load in a fresh process ({tail})")
         if json.loads(done.stdout.strip().splitlines()[-1])["modules"]:
             raise DataError(f"{path}: loading the export imported keras_unet")
-        return np.load(out)
-
-
-def _clean_env() -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    return env
+        return [np.load(spec[4]) for spec in specs]
 
 
 # Odd on both axes and not a tile size: exercises mirrored edges and stitching of ``segment``.
 ODD_SHAPE = (203, 317)
 
 
-def verify(model, export_path, fmt: str, quantize: str = "none", tile: int | None = None) -> dict:
+def verify(model, export_path, fmt: str, quantize: str = "none", tile: int | None = None,
+           min_size: int = 0, threshold: float | None = None) -> dict:
     """Compare an export with the Keras model in a fresh process; raise beyond the tolerance.
 
     Every signature is checked on a real-looking image: ``serving_default`` (and TFLite) on one
     tile of the export's size, ``segment`` on an odd-sized whole image against overlap-tile
-    prediction. Returns ``{check: (max |dp|, label flips)}`` and the tolerance under ``"tolerance"``.
+    prediction, ``instances`` on the same image against :func:`keras_unet.inference.instances`
+    with ``min_size`` and ``threshold`` (object labels must be equal pixel for pixel). Returns ``{check: (max |dp|,
+    label flips)}`` (for ``instances``: pixels whose label differs, twice) and the tolerance under
+    ``"tolerance"``.
     """
-    from keras_unet import synthetic, tiling
+    from keras_unet import inference, synthetic, tiling
     from keras_unet.export.savedmodel import default_export_tile
     from keras_unet.model import unet_config
 
@@ -133,26 +149,32 @@ def verify(model, export_path, fmt: str, quantize: str = "none", tile: int | Non
     tolerance = TOLERANCE[fmt if fmt in ("savedmodel", "onnx") else quantize]
     tile_image = synthetic.model_image((size, size), config)[None]
     odd = synthetic.model_image(ODD_SHAPE, config, seed=1)
-    inputs = {"tile": (tile_image, "serving_default"), "whole": (odd, "segment")}
-    # (check name, file, which input): what each format's files take
+    # (check name, file, signature, input): what each format's files take
     if fmt == "savedmodel":
-        targets = [("serving_default", export_path, "tile"), ("segment", export_path, "whole")]
+        targets = [("serving_default", export_path, "serving_default", tile_image),
+                   ("segment", export_path, "segment", odd), ("instances", export_path, "instances", odd)]
     elif fmt == "onnx":  # export_path: the tile file and the any-size file
-        targets = [("onnx tiles", export_path[0], "tile"), ("onnx segment", export_path[1], "whole")]
+        targets = [("onnx tiles", export_path[0], "serving_default", tile_image),
+                   ("onnx segment", export_path[1], "segment", odd)]
     else:
-        targets = [("tflite", export_path, "tile")]
-    expected = {"tile": lambda: np.asarray(keras_model.predict_on_batch(tile_image)),
-                "whole": lambda: tiling.predict_tiled(keras_model, odd, tile=size)}
-    checks = {}
-    for name, path, kind in targets:
-        image, signature = inputs[kind]
-        shape = f"{size}x{size}" if kind == "tile" else f"{ODD_SHAPE[0]}x{ODD_SHAPE[1]}"
-        checks[f"{name} {shape}"] = (run_in_fresh_process(fmt, path, image, signature), expected[kind]())
+        targets = [("tflite", export_path, "serving_default", tile_image)]
+    outputs = run_in_fresh_process([(fmt, path, signature, image) for _, path, signature, image in targets])
+    whole = tiling.predict_tiled(keras_model, odd, tile=size) if len(targets) > 1 else None
     report = {"tolerance": tolerance}
-    for name, (got, expected) in checks.items():
+    for (name, _, signature, image), got in zip(targets, outputs):
+        shape = f"{size}x{size}" if signature == "serving_default" else f"{ODD_SHAPE[0]}x{ODD_SHAPE[1]}"
+        if signature == "instances":
+            expected = inference.instances(whole, min_size=min_size, threshold=threshold)
+            differ = int(np.sum(got != expected))
+            report[f"{name} {shape}"] = (float(differ), differ)
+            if differ:
+                raise ExportError(f"{export_path}: {name} gives other objects than keras-unet predict "
+                                  f"({differ} pixels differ)")
+            continue
+        expected = np.asarray(keras_model.predict_on_batch(image)) if signature == "serving_default" else whole
         diff = float(np.max(np.abs(got - expected)))
         flips = int(np.sum(got.argmax(-1) != expected.argmax(-1)))
-        report[name] = (diff, flips)
+        report[f"{name} {shape}"] = (diff, flips)
         if not diff <= tolerance:
             raise ExportError(f"{export_path}: {name} differs from the Keras model by {diff:.3g} (> {tolerance:g})")
     return report

@@ -170,11 +170,9 @@ if summary.status != "passed":
 def test_package(path) -> str:
     """Run bioimageio.core's ``test_model`` on the package in a fresh process (no keras_unet);
     raises :class:`ExportError` unless it passes."""
-    import os
+    from keras_unet.subprocesses import child_env
 
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    done = subprocess.run([sys.executable, "-c", _TEST, str(path)], capture_output=True, text=True, env=env,
+    done = subprocess.run([sys.executable, "-c", _TEST, str(path)], capture_output=True, text=True, env=child_env(),
                           cwd=tempfile.gettempdir())
     status = [line for line in done.stdout.splitlines() if line.startswith(("STATUS", "FAILED"))]
     if done.returncode != 0 or not status or status[0] != "STATUS passed":

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from keras_unet.errors import ExportError
 from keras_unet.files import atomic_path
+from keras_unet.subprocesses import child_env
 
 OPSET = 17
 FILES = {"serving_default": "{name}.onnx", "segment": "{name}_segment.onnx"}
@@ -44,7 +45,7 @@ def export_onnx(model, out_dir, name: str = "unet", tile: int | None = None) -> 
             target = workdir / f"{signature}.onnx"
             done = subprocess.run([sys.executable, "-m", "tf2onnx.convert", "--saved-model", str(workdir / "saved_model"),
                                    "--signature_def", signature, "--opset", str(OPSET), "--output", str(target)],
-                                  capture_output=True, text=True, env={**_env(), "TF_CPP_MIN_LOG_LEVEL": "3"})
+                                  capture_output=True, text=True, env=child_env())
             if done.returncode != 0 or not target.is_file():
                 lines = [line for line in done.stderr.splitlines() if "Error" in line] or done.stderr.splitlines()[-1:]
                 raise ExportError(f"tf2onnx could not convert the {signature} signature: {lines[-1] if lines else 'no output'}")
@@ -59,8 +60,3 @@ def export_onnx(model, out_dir, name: str = "unet", tile: int | None = None) -> 
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
-
-def _env() -> dict:
-    import os
-
-    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

@@ -8,7 +8,7 @@
 * ``instances``: ``image`` as for ``segment`` -> ``instances`` int32 ``(H, W)`` (``(classes - 1,
   H, W)`` for more than two classes): objects 1..N, 0 background, as ``keras-unet predict --format
   instances`` makes them (argmax, components, holes filled, borders given back; the exporting run's
-  ``min_object_size``), in
+  ``min_object_size``, or the threshold and minimum size it chose on validation data), in
   TF ops (:func:`keras_unet.instances.instances_tf`), so a client needs no post-processing code.
 
 The input normalisation of training is inside the graph, so clients send raw pixels. A
@@ -40,9 +40,10 @@ SIGNATURES = ("serving_default", "segment", "instances")
 class UNetServing(tf.Module):
     """The Keras model's inference functions as a plain ``tf.Module``."""
 
-    def __init__(self, model, tile: int, labels: bool = True, min_size: int = 0):
+    def __init__(self, model, tile: int, labels: bool = True, min_size: int = 0, threshold: float | None = None):
         super().__init__(name="unet_serving")
         self.min_size = int(min_size)
+        self.threshold = None if threshold is None else float(threshold)
         config = unet_config(model)
         # Track the underlying tf.Variables once, and reach the model through a closure only:
         # tracking the Keras model too would save every weight twice (keras#23553), and its
@@ -130,7 +131,8 @@ class UNetServing(tf.Module):
 
     def _instances(self, image):
         probabilities = self.segment(image)["probabilities"]
-        per_class = [instances_tf(probabilities, object_class=k, min_size=self.min_size)
+        threshold = self.threshold if self.n_classes == 2 else None  # a threshold is of two-class models
+        per_class = [instances_tf(probabilities, object_class=k, min_size=self.min_size, threshold=threshold)
                      for k in range(1, self.n_classes)]
         return {"instances": per_class[0] if len(per_class) == 1 else tf.stack(per_class)}
 
@@ -205,10 +207,11 @@ def default_export_tile(model) -> int:
 
 
 def save_module(model, directory, tile: int | None = None, signatures=SIGNATURES, model_name: str = "unet",
-                labels: bool = True, min_size: int = 0) -> Path:
+                labels: bool = True, min_size: int = 0, threshold: float | None = None) -> Path:
     """``tf.saved_model.save`` of :class:`UNetServing` into ``directory`` (must not exist), with
     TF Serving's warm-up requests. ``labels=False``: probabilities only (bioimage.io)."""
-    module = UNetServing(model, tile or default_export_tile(model), labels=labels, min_size=min_size)
+    module = UNetServing(model, tile or default_export_tile(model), labels=labels, min_size=min_size,
+                         threshold=threshold)
     functions = {"serving_default": module.serve, "segment": module.segment, "instances": module.instances}
     tf.saved_model.save(module, str(directory), signatures={k: functions[k].get_concrete_function() for k in signatures})
     write_warmup(directory, module, model_name, signatures)
@@ -216,7 +219,7 @@ def save_module(model, directory, tile: int | None = None, signatures=SIGNATURES
 
 
 def export_savedmodel(model, out_dir, name: str = "unet", version: int | None = None, tile: int | None = None,
-                      min_size: int = 0) -> Path:
+                      min_size: int = 0, threshold: float | None = None) -> Path:
     """Write ``out_dir/name/version/`` atomically (a temporary folder renamed at the end)."""
     model_dir = Path(out_dir) / name
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -226,5 +229,5 @@ def export_savedmodel(model, out_dir, name: str = "unet", version: int | None = 
         raise ExportError(f"{final}: version {version} exists already; leave out --version for the next free one "
                           f"({next_version(model_dir)})")
     with atomic_directory(final) as staging:
-        save_module(model, staging, tile, model_name=name, min_size=min_size)
+        save_module(model, staging, tile, model_name=name, min_size=min_size, threshold=threshold)
     return final

@@ -47,14 +47,12 @@ def load_model(path):
 def with_run_normalization(model, path: Path):
     """A run's ``last.keras`` is the bare network (it trained on normalised images): put its run's
     percentile normalisation in front, as ``model.keras`` has it. Other models are returned as they are."""
-    import json
-
+    from keras_unet import runs
     from keras_unet.model import inference_model, percentiles_of
 
-    config_file = path.parent / "config.json"
-    if path.name != "last.keras" or not config_file.is_file() or percentiles_of(model) is not None:
+    if path.name != "last.keras" or percentiles_of(model) is not None:
         return model
-    saved = json.loads(config_file.read_text()).get("config", {})
+    saved = runs.record(path).get("config", {})
     if saved.get("normalization", "range") != "percentile":
         return model
     return inference_model(model, tuple(saved["percentiles"]))
@@ -63,15 +61,9 @@ def with_run_normalization(model, path: Path):
 def run_min_size(path) -> int | None:
     """The ``min_object_size`` a run recorded for its objects (model file in a run folder, or the
     folder), or None where the model has no run record."""
-    import json
+    from keras_unet import runs
 
-    path = Path(path)
-    config_file = (path if path.is_dir() else path.parent) / "config.json"
-    try:
-        value = json.loads(config_file.read_text()).get("min_object_size")
-    except (OSError, ValueError):
-        return None
-    return int(value) if value is not None else None
+    return runs.min_object_size(path)
 
 
 def check_image(image: np.ndarray, config: dict, source) -> list[str]:
@@ -175,8 +167,45 @@ class PredictionJob:
         return write_prediction(output_path(out_dir, self.path, kind), outputs, kind)
 
 
+def true_objects(mask: np.ndarray, source) -> tuple[np.ndarray, np.ndarray]:
+    """``(binary truth (H, W), true instance labels (H, W))`` of a mask page: an instance mask as
+    it is (the pixel truth its training target, borders cut), a binary mask's 4-connected
+    components."""
+    from keras_unet.instances import as_uint16
+
+    mask = mask[..., 0] if mask.ndim == 3 else mask
+    if data.mask_kind(mask) == "binary":
+        truth = data.binary_from_mask(mask)
+        return truth, weights.instances_from_binary(truth)
+    return weights.binary_target(mask.astype(np.int32)), as_uint16(mask, str(source))
+
+
+def labelled_pages(pairs):
+    """``(name, mask path, page, image, mask)`` of every page of ``(image, mask)`` file pairs, checked."""
+    for image_path, mask_path in pairs:
+        images, masks = data.read_pages(image_path), data.read_pages(mask_path)
+        data.check_pair(image_path, mask_path, images, masks)
+        for page, (image, mask) in enumerate(zip(images, masks)):
+            suffix = f"[{page}]" if len(images) > 1 else ""
+            yield image_path.name + suffix, f"{mask_path}{suffix}", image_path, image, mask
+
+
+def calibrate(model, pairs, tile=None, batch_size: int = 1, tta: int = 1, progress=None, typical_min_size: int = 0):
+    """The post-processing that scores best on labelled ``pairs`` (:func:`keras_unet.postprocess.choose`)."""
+    from keras_unet import postprocess
+
+    config = unet_config(model)
+    probabilities, truths = [], []
+    for _, mask_source, image_path, image, mask in labelled_pages(pairs):
+        check_image(image, config, image_path)
+        probabilities.append(predict_probabilities(model, image, tile, batch_size, tta, progress))
+        truths.append(true_objects(mask, mask_source)[1])
+    return postprocess.choose(probabilities, truths, typical_min_size=typical_min_size)
+
+
 def evaluate_pairs(model, pairs, tile=None, batch_size: int = 1, tta: int = 1, progress=None,
-                   threshold: float | None = None, sweep: bool = False, warn=None, min_size: int = 0) -> list[dict]:
+                   threshold: float | None = None, sweep: bool = False, warn=None, min_size: int = 0,
+                   split: str = "none") -> list[dict]:
     """Metrics per image page of ``(image, mask)`` pairs: pixel metrics of the object class
     (:func:`keras_unet.metrics.evaluate_binary`) and object metrics
     (:func:`keras_unet.metrics.evaluate_objects`, ``object_*`` keys) of the predicted instances
@@ -188,35 +217,24 @@ def evaluate_pairs(model, pairs, tile=None, batch_size: int = 1, tta: int = 1, p
     upper bound, reported apart). ``warn``: called with a message for each page whose scores mean
     little (a mask without any object scores a perfect Rand error and SEG whatever is predicted).
     """
-    from keras_unet.instances import as_uint16, instances_from_probabilities
+    from keras_unet.instances import instances_from_probabilities
 
     config = unet_config(model)
     rows = []
-    for image_path, mask_path in pairs:
-        images, masks = data.read_pages(image_path), data.read_pages(mask_path)
-        data.check_pair(image_path, mask_path, images, masks)
-        for page, (image, mask) in enumerate(zip(images, masks)):
-            mask = mask[..., 0] if mask.ndim == 3 else mask
-            kind = data.mask_kind(mask)
-            if kind == "binary":
-                truth = data.binary_from_mask(mask)
-                true_objects = weights.instances_from_binary(truth)
-            else:  # instance labels: pixel metrics against the training target (with its borders)
-                true_objects = as_uint16(mask, str(mask_path))
-                truth = weights.binary_target(mask.astype(np.int32))
-            check_image(image, config, image_path)
-            probabilities = predict_probabilities(model, image, tile, batch_size, tta, progress)
-            prediction = labels_from_probabilities(probabilities, threshold)
-            found = instances_from_probabilities(probabilities, threshold=threshold, min_size=min_size)
-            name = image_path.name + (f"[{page}]" if len(images) > 1 else "")
-            if warn is not None and not np.any(true_objects):
-                warn(f"{mask_path}{f'[{page}]' if len(images) > 1 else ''}: the mask has no object: its Rand, "
-                     "warping and SEG scores are perfect whatever is predicted; check the mask")
-            row = {"image": name, **metrics.evaluate_binary(prediction, truth),
-                   **{f"object_{k}": v for k, v in metrics.evaluate_objects(found, true_objects).items()}}
-            if sweep:
-                row.update(metrics.challenge_sweep(probabilities[..., 1], truth))
-            rows.append(row)
+    for name, mask_source, image_path, image, mask in labelled_pages(pairs):
+        truth, true_instances = true_objects(mask, mask_source)
+        check_image(image, config, image_path)
+        probabilities = predict_probabilities(model, image, tile, batch_size, tta, progress)
+        prediction = labels_from_probabilities(probabilities, threshold)
+        found = instances_from_probabilities(probabilities, threshold=threshold, min_size=min_size, split=split)
+        if warn is not None and not np.any(true_instances):
+            warn(f"{mask_source}: the mask has no object: its Rand, warping and SEG scores are perfect whatever "
+                 "is predicted; check the mask")
+        row = {"image": name, **metrics.evaluate_binary(prediction, truth),
+               **{f"object_{k}": v for k, v in metrics.evaluate_objects(found, true_instances).items()}}
+        if sweep:
+            row.update(metrics.challenge_sweep(probabilities[..., 1], truth))
+        rows.append(row)
     return rows
 
 

@@ -237,11 +237,14 @@ def _give_back_borders_tf(labels, gap: int):
     return tf.where(between, nearest, labels)
 
 
-def instances_tf(probabilities, object_class: int = 1, min_size: int = 0, gap: int = 2):
-    """:func:`instances_from_probabilities` (argmax, no split) in TF ops: ``(H, W, classes)`` ->
-    ``(H, W)`` int32 labels, equal to the numpy result."""
+def instances_tf(probabilities, object_class: int = 1, min_size: int = 0, gap: int = 2, threshold: float | None = None):
+    """:func:`instances_from_probabilities` (argmax or p >= ``threshold``, no split) in TF ops:
+    ``(H, W, classes)`` -> ``(H, W)`` int32 labels, equal to the numpy result."""
     import tensorflow as tf
 
-    mask = tf.equal(tf.argmax(probabilities, axis=-1, output_type=tf.int32), object_class)
+    if threshold is not None:
+        mask = probabilities[..., object_class] >= threshold
+    else:
+        mask = tf.equal(tf.argmax(probabilities, axis=-1, output_type=tf.int32), object_class)
     labels = _remove_small_tf(_fill_holes_tf(_components_tf(mask)), min_size)
     return _give_back_borders_tf(labels, gap)

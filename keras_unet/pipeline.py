@@ -94,20 +94,36 @@ def training_dataset(
     return windows.map(augment_batch).prefetch(tf.data.AUTOTUNE)
 
 
-def validation_tiles(dataset: Dataset, tile: int, depth: int = 5, padding: str = "valid"):
-    """Fixed tiles covering every validation image: ``(images (N, S, S, C), y_true (N, O, O, 2))``."""
+def validation_tiles(dataset: Dataset, tile: int, depth: int = 5, padding: str = "valid", max_tiles: int | None = None,
+                     seed: int = 0):
+    """Fixed tiles of the validation images: ``(images (N, S, S, C), y_true (N, O, O, 2))``.
+
+    Every image is covered by whole network outputs side by side (the last flush with its end);
+    ``max_tiles`` keeps that many of them, drawn once with ``seed`` from all images alike, so the
+    validation loss is measured on a small, fixed, representative set whatever the data's size.
+    """
     geometry = sizes.tile_plan(tile, depth, padding)
-    size, out, margin = geometry.input_size, geometry.output_size, (geometry.input_size - geometry.output_size) // 2
-    images, targets = [], []
-    for image, target, weights in zip(dataset.images, dataset.targets, dataset.weights):
-        height, width = target.shape
-        pad_h, pad_w = max(out - height, 0), max(out - width, 0)
-        padded = np.pad(image.astype(np.float32), ((margin, margin + pad_h), (margin, margin + pad_w), (0, 0)), "reflect")
-        y_true = np.pad(np.stack([target.astype(np.float32), weights], -1), ((0, pad_h), (0, pad_w), (0, 0)), "reflect")
-        for top in geometry.origins(height, flush_end=True):
-            for left in geometry.origins(width, flush_end=True):
-                images.append(padded[top : top + size, left : left + size])
-                targets.append(y_true[top : top + out, left : left + out])
+    size, out = geometry.input_size, geometry.output_size
+    margin = (size - out) // 2  # the network's own trim (0 for same padding), not the prediction context
+    places = [(i, top, left) for i, target in enumerate(dataset.targets)
+              for top in geometry.origins(target.shape[0], flush_end=True)
+              for left in geometry.origins(target.shape[1], flush_end=True)]
+    if max_tiles is not None and len(places) > max_tiles:
+        picks = np.random.default_rng(seed).choice(len(places), max_tiles, replace=False)
+        places = [places[k] for k in sorted(picks)]
+    images, targets, cache = [], [], {}
+    for i, top, left in places:
+        if i not in cache:  # mirror-pad each image once, as prediction does
+            image, target, weights = dataset.images[i], dataset.targets[i], dataset.weights[i]
+            height, width = target.shape
+            pad_h, pad_w = max(out - height, 0), max(out - width, 0)
+            cache = {i: (np.pad(image.astype(np.float32), ((margin, margin + pad_h), (margin, margin + pad_w), (0, 0)),
+                                "reflect"),
+                         np.pad(np.stack([target.astype(np.float32), weights], -1), ((0, pad_h), (0, pad_w), (0, 0)),
+                                "reflect"))}
+        padded, y_true = cache[i]
+        images.append(padded[top : top + size, left : left + size])
+        targets.append(y_true[top : top + out, left : left + out])
     return np.stack(images), np.stack(targets)
 
 
@@ -125,7 +141,14 @@ def validation_tile(dataset: Dataset, tile: int, depth: int = 5, padding: str = 
     return max(tile, default_tile((largest, largest), depth, padding, base_filters, batch_size, memory_mb))
 
 
-def validation_dataset(dataset: Dataset, tile: int, batch_size: int = 1, depth: int = 5, padding: str = "valid"):
+def validation_dataset(dataset: Dataset, tile: int, batch_size: int = 1, depth: int = 5, padding: str = "valid",
+                       max_tiles: int | None = None, seed: int = 0):
     """:func:`validation_tiles` as a batched ``tf.data.Dataset``."""
-    images, targets = validation_tiles(dataset, tile, depth, padding)
+    images, targets = validation_tiles(dataset, tile, depth, padding, max_tiles, seed)
     return tf.data.Dataset.from_tensor_slices((images, targets)).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def spread_picks(count: int, most: int) -> list[int]:
+    """At most ``most`` indices of ``range(count)``, evenly spread (files come sorted: the first
+    few could all be of one collection)."""
+    return [int(i) for i in np.unique(np.linspace(0, count - 1, min(most, count)).round().astype(int))] if count else []

@@ -49,7 +49,8 @@ class TrainConfig:
     loss: str = "wce"
     early_stopping: int = 0  # patience in epochs; 0 = off
     mixed_precision: bool = False
-    max_minutes: float = 0.0  # stop after this wall time; 0 = no limit
+    max_minutes: float = 0.0  # the wall-time budget: the schedule is planned to fit it; 0 = no limit
+    fixed_schedule: bool = False  # epochs and steps given explicitly: kept as they are, not planned to the budget
     tensorboard: bool = False
     augment: bool = True
     augment_on: str = "auto"  # host | device | auto (device where a GPU is, else host)

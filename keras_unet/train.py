@@ -29,9 +29,10 @@ import numpy as np
 import tensorflow as tf
 
 from keras_unet import __version__, augment, data, inference, losses, metrics, pipeline, plots, sizes, synthetic, tiling
-from keras_unet import keras_patches
+from keras_unet import keras_patches, runs
 from keras_unet.errors import ModelFileError, SettingsError
 from keras_unet.files import atomic_path, remove_stale_temporaries
+from keras_unet.runs import write_json
 from keras_unet.settings import TrainConfig
 from keras_unet.instances import typical_min_size
 from keras_unet.model import inference_model, unet
@@ -40,11 +41,6 @@ from keras_unet.model import inference_model, unet
 def versions() -> dict:
     return {"keras_unet": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
             "numpy": np.__version__, "python": platform.python_version()}
-
-
-def write_json(path, value) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(value, indent=2, default=str))
 
 
 def save_model_atomic(model: keras.Model, path) -> None:
@@ -69,16 +65,16 @@ def load_data(config: TrainConfig) -> tuple[data.Dataset, data.Dataset]:
     return train, val
 
 
-def make_optimizer(config: TrainConfig, total_steps: int):
-    rate = config.learning_rate
-    if config.lr_schedule == "cosine":
-        rate = keras.optimizers.schedules.CosineDecay(config.learning_rate, max(total_steps, 1))
-    elif config.lr_schedule != "constant":
+def make_optimizer(config: TrainConfig):
+    """The configured optimizer at its base learning rate; a cosine schedule is applied step by
+    step by :class:`BudgetPlanner`, over the planned length of the run (known only once the step
+    time is measured)."""
+    if config.lr_schedule not in ("constant", "cosine"):
         raise SettingsError(f"lr_schedule must be 'constant' or 'cosine', got {config.lr_schedule!r}")
     if config.optimizer == "sgd":
-        return keras.optimizers.SGD(rate, momentum=config.momentum)
+        return keras.optimizers.SGD(config.learning_rate, momentum=config.momentum)
     if config.optimizer == "adam":
-        return keras.optimizers.Adam(rate)
+        return keras.optimizers.Adam(config.learning_rate)
     raise SettingsError(f"optimizer must be 'sgd' or 'adam', got {config.optimizer!r}")
 
 
@@ -86,7 +82,7 @@ def build_model(config: TrainConfig, channels: int, input_range) -> keras.Model:
     model = unet(depth=config.depth, base_filters=config.base_filters, in_channels=channels, n_classes=config.n_classes,
                  padding=config.padding, dropout=config.dropout, batch_norm=config.batch_norm, input_range=input_range)
     model.compile(
-        optimizer=make_optimizer(config, config.epochs * config.steps_per_epoch),
+        optimizer=make_optimizer(config),
         loss=losses.get_loss(config.loss),
         metrics=[metrics.PixelError(), metrics.ForegroundIoU(config.n_classes)],
     )
@@ -105,35 +101,144 @@ def selection_metric(config: TrainConfig, has_validation: bool) -> str:
     return {"object_f1": "val_object_f1", "iou": "val_iou", "loss": "val_loss"}[choice]
 
 
-class ValidationObjects(keras.callbacks.Callback):
-    """After each epoch, what users measure on whole validation images (overlap-tile prediction and
-    instances, as ``keras-unet predict --format instances`` makes them): ``val_object_f1``, the mean
-    object F1 at IoU 0.5 of class 1, added to the epoch's logs.
+class Validation(keras.callbacks.Callback):
+    """Validation after the epochs the plan names (``validate_at``, 1-based; :mod:`keras_unet.budget`),
+    timed, at a bounded cost:
 
-    The true objects are the targets' class-1 components with the separation borders given back,
-    the post-processing the predicted ones get (with the run's ``min_object_size``). At most
-    ``max_images`` images, evenly spread over the set, to bound the cost.
+    * the loss, pixel error and IoU on a fixed, small set of validation tiles (``tiles``:
+      ``(images, y_true)`` from :func:`keras_unet.pipeline.validation_tiles`): ``val_loss``,
+      ``val_pixel_error``, ``val_iou``;
+    * what users measure, on whole validation images (overlap-tile prediction and instances as
+      ``keras-unet predict --format instances`` makes them, with the run's ``min_size``):
+      ``val_object_f1`` (F1 at IoU 0.5) and ``val_object_dsb`` (the DSB score), for two classes.
+
+    Every epoch's logs get ``train_seconds`` (its training steps) and ``val_seconds`` (0 where it
+    did not validate), which ``log.csv`` keeps. The true objects are the targets' class-1
+    components with the separation borders given back, the post-processing predicted ones get.
     """
 
-    def __init__(self, images: list, targets: list, tile: int, min_size: int = 0, max_images: int = 16):
+    def __init__(self, tiles, images: list, targets: list, tile: int, min_size: int = 0, batch_size: int = 1,
+                 validate_at=(1,)):
         super().__init__()
         from keras_unet.instances import instances_from_probabilities
 
-        # Evenly spread over the validation images (they come sorted by file: the first few could
-        # be of one collection only).
-        picks = np.unique(np.linspace(0, len(images) - 1, min(max_images, len(images))).round().astype(int))
-        self.images, self.tile, self.min_size = [images[i] for i in picks], tile, min_size
-        self.truths = [instances_from_probabilities(np.eye(2, dtype=np.float32)[targets[i]]) for i in picks]
+        self.tiles, self.images, self.tile, self.min_size = tiles, list(images), tile, min_size
+        self.batch_size, self.validate_at = batch_size, set(validate_at)
+        self.truths = [instances_from_probabilities(np.eye(2, dtype=np.float32)[t]) for t in targets]
+        self.started = self.trained = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.monotonic()
 
     def on_epoch_end(self, epoch, logs=None):
         from keras_unet.instances import instances_from_probabilities
 
-        if logs is None or not self.images:
+        if logs is None:
             return
-        scores = [metrics.evaluate_objects(instances_from_probabilities(
-                      tiling.predict_tiled(self.model, image, tile=self.tile), min_size=self.min_size), truth)["f1"]
-                  for image, truth in zip(self.images, self.truths)]
-        logs["val_object_f1"] = float(np.mean(scores))
+        now = time.monotonic()
+        logs["train_seconds"] = now - self.started
+        if epoch + 1 not in self.validate_at:
+            logs["val_seconds"] = 0.0
+            return
+        scores = self.model.evaluate(*self.tiles, batch_size=self.batch_size, verbose=0, return_dict=True)
+        logs.update({f"val_{k}": float(v) for k, v in scores.items()})
+        if self.images:
+            found = [metrics.evaluate_objects(instances_from_probabilities(
+                         tiling.predict_tiled(self.model, image, tile=self.tile), min_size=self.min_size), truth)
+                     for image, truth in zip(self.images, self.truths)]
+            logs["val_object_f1"] = float(np.mean([f["f1"] for f in found]))
+            logs["val_object_dsb"] = float(np.mean([f["dsb_score"] for f in found]))
+        logs["val_seconds"] = time.monotonic() - now
+
+
+class BudgetPlanner(keras.callbacks.Callback):
+    """Plans the run once its costs are measured (:func:`keras_unet.budget.plan_schedule`): after
+    the first validated epoch it knows a training step's time (steps after the first, which builds
+    the graph) and a validation's, and fixes how many epochs fit the budget and after which to
+    validate (writing both into ``validation.validate_at``). It stops training after the planned
+    last epoch and, for ``lr_schedule="cosine"``, sets the learning rate before every step so the
+    decay reaches its end with the plan. The plan is printed and kept in ``state["plan"]``."""
+
+    def __init__(self, config: TrainConfig, state: dict, validation: Validation | None, started: float,
+                 fixed: bool = False, verbose: int = 1, out=None):
+        super().__init__()
+        self.config, self.state, self.validation, self.started = config, state, validation, started
+        self.fixed, self.verbose, self.out = fixed, verbose, out
+        self.step_times, self.last, self.epoch_started, self.first_validation = [], None, None, None
+        planned = state.get("plan", {}).get("epochs")
+        self.epochs = planned or config.epochs
+        self.planned = planned is not None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.config.lr_schedule == "cosine":
+            from keras_unet.budget import cosine_rate
+
+            step = int(self.model.optimizer.iterations.numpy())
+            rate = cosine_rate(step, self.epochs * self.config.steps_per_epoch, self.config.learning_rate)
+            learning_rate = self.model.optimizer._learning_rate  # a variable, unless an old run's schedule
+            if isinstance(learning_rate, keras.Variable):
+                learning_rate.assign(rate)
+        self.last = time.monotonic()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.last is not None:
+            self.step_times.append(time.monotonic() - self.last)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # Planned at the start of the second epoch of this process: by then the first one's steps,
+        # validation and checkpoint writing have all been timed.
+        if not self.planned and self.epoch_started is not None:
+            wall = time.monotonic() - self.epoch_started
+            overhead = wall - sum(self.step_times) - self.first_validation
+            self.plan(epoch, self.first_validation, overhead)
+        self.epoch_started = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.first_validation is None:
+            self.first_validation = (logs or {}).get("val_seconds", 0.0)
+        if epoch + 1 >= self.epochs:
+            self.model.stop_training = True
+
+    def plan(self, epochs_done: int, validation_seconds: float, overhead: float = 0.0) -> None:
+        from keras_unet.budget import plan_schedule
+
+        times = self.step_times[1:] or self.step_times  # the first step builds the graph
+        step_seconds = float(np.median(times)) if times else 1.0
+        done = tuple(sorted(self.validation.validate_at & set(range(1, epochs_done + 1)))) if self.validation else ()
+        plan = plan_schedule(epochs=self.config.epochs, steps_per_epoch=self.config.steps_per_epoch,
+                             step_seconds=step_seconds, validation_seconds=validation_seconds,
+                             budget_seconds=60.0 * self.config.max_minutes,
+                             elapsed_seconds=time.monotonic() - self.started,
+                             reserve_seconds=2 * validation_seconds,  # choosing the post-processing
+                             epochs_done=epochs_done, validated=done, fixed=self.fixed,
+                             epoch_overhead_seconds=overhead)
+        self.epochs, self.planned = plan.epochs, True
+        if self.validation is not None:
+            self.validation.validate_at = set(plan.validate_at)
+        self.state["plan"] = {"epochs": plan.epochs, "steps_per_epoch": plan.steps_per_epoch,
+                              "validate_at": list(plan.validate_at), "seconds": round(plan.seconds, 1),
+                              "step_seconds": round(step_seconds, 4), "validation_seconds": round(validation_seconds, 3),
+                              "epoch_overhead_seconds": round(overhead, 3), "reason": plan.reason, "fits": plan.fits}
+        if self.verbose:
+            line = (f"plan: {plan.epochs} epochs x {plan.steps_per_epoch} steps, validation after "
+                    f"{len(plan.validate_at)} of them, about {format_minutes(plan.seconds)} in all ({plan.reason})")
+            print(("warning: " if not plan.fits else "") + line, file=self.out or sys.stderr, flush=True)
+
+
+class EpochLine(keras.callbacks.Callback):
+    """One line per epoch where Keras' progress bar is off (output to a file or pipe): the planned
+    epochs as the total, the losses, and where the time went."""
+
+    def __init__(self, planner: BudgetPlanner, out=None):
+        super().__init__()
+        self.planner, self.out = planner, out
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        shown = ["loss", "val_loss", "val_pixel_error", "val_object_f1", "val_object_dsb"]
+        values = ", ".join(f"{k} {logs[k]:.4f}" for k in shown if k in logs)
+        print(f"epoch {epoch + 1}/{self.planner.epochs}: {values} (train {logs.get('train_seconds', 0):.1f} s, "
+              f"validation {logs.get('val_seconds', 0):.1f} s)", file=self.out or sys.stdout, flush=True)
 
 
 class RunCheckpoint(keras.callbacks.Callback):
@@ -155,7 +260,8 @@ class RunCheckpoint(keras.callbacks.Callback):
         improved = score is not None and np.isfinite(score) and score < self.state.get("best", np.inf)
         self.state["epoch"] = epoch + 1
         if improved:
-            self.state.update(best=float(score), best_epoch=epoch + 1, best_value=float(value))
+            self.state.update(best=float(score), best_epoch=epoch + 1, best_value=float(value),
+                              best_logs={k: float(v) for k, v in logs.items() if k.startswith("val_")})
         if not self.is_chief:
             return
         if improved:  # an inference model: loads without keras_unet; training state stays in last.keras
@@ -172,12 +278,14 @@ def format_minutes(seconds: float) -> str:
 
 class ProgressEstimate(keras.callbacks.Callback):
     """Tell the user early how long the run takes: after ``after_steps`` steps (the first, which
-    builds the graph, not counted) and again after the first epoch (validation included), with a
-    hint when it is over an hour."""
+    builds the graph, not counted), with a hint when it is over an hour; :class:`BudgetPlanner`
+    says what was planned after the first epoch."""
 
-    def __init__(self, config: TrainConfig, verbose: int = 1, after_steps: int = 5, out=None):
+    def __init__(self, config: TrainConfig, verbose: int = 1, after_steps: int = 5, out=None, fixed: bool = True,
+                 planner=None):
         super().__init__()
-        self.config, self.verbose, self.after_steps, self.out = config, verbose, after_steps, out
+        self.config, self.verbose, self.after_steps, self.out, self.fixed = config, verbose, after_steps, out, fixed
+        self.planner = planner
         self.first_epoch = self.started = self.epoch_started = None
         self.steps = 0
 
@@ -195,18 +303,14 @@ class ProgressEstimate(keras.callbacks.Callback):
             steps = (self.config.epochs - self.first_epoch) * self.config.steps_per_epoch
             self.report(per_step * steps, f"{per_step:.2f} s per step x {steps} steps, validation not included")
 
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.first_epoch:
-            self.report((time.monotonic() - self.epoch_started) * (self.config.epochs - self.first_epoch),
-                        "from the first epoch, validation included")
-
     def report(self, seconds: float, basis: str) -> None:
-        if not self.verbose:
-            return
+        if not self.verbose or self.planner is not None and self.planner.planned:
+            return  # the plan, printed already, says more
         limit = self.config.max_minutes * 60.0
         line = f"estimated training time: {format_minutes(seconds)} ({basis})"
         if limit and seconds > limit:
-            line += f"; --max-minutes stops it after {format_minutes(limit)}"
+            line += (f"; the run is planned to fit --max-minutes {self.config.max_minutes:g} after its first epoch"
+                     if not self.fixed else f"; --max-minutes stops it after {format_minutes(limit)}")
         elif seconds > 3600:
             line += ("\nhint: over an hour on this machine; --preset cpu trains a smaller network in about "
                      "30 min, --max-minutes bounds the time, and a GPU (pip install '.[gpu]') is far faster")
@@ -214,11 +318,12 @@ class ProgressEstimate(keras.callbacks.Callback):
 
 
 class TimeLimit(keras.callbacks.Callback):
-    """Stop training at the end of the batch after ``minutes`` of wall time."""
+    """Stop training at the end of the batch after ``minutes`` of wall time from ``started``
+    (a ``time.monotonic()`` value; now by default)."""
 
-    def __init__(self, minutes: float):
+    def __init__(self, minutes: float, started: float | None = None):
         super().__init__()
-        self.deadline = time.monotonic() + 60.0 * minutes
+        self.deadline = (time.monotonic() if started is None else started) + 60.0 * minutes
         self.stopped = False
 
     def on_train_batch_end(self, batch, logs=None):
@@ -256,19 +361,20 @@ def is_chief() -> bool:
                                                     and "chief" not in tf_config.get("cluster", {}))
 
 
-def fit(config: TrainConfig, run_dir, verbose: int = 1, datasets=None) -> dict:
+def fit(config: TrainConfig, run_dir, verbose: int = 1, datasets=None, callbacks=()) -> dict:
     """Train a new run into ``run_dir`` (created; settings checked before anything is written).
 
     ``datasets``: an optional ``(train, validation)`` pair of :class:`keras_unet.data.Dataset`
-    used instead of the configured folders.
+    used instead of the configured folders. ``callbacks``: Keras callbacks added to the run's own.
 
     Returns the final state: ``{"epoch", "best", "best_epoch", "history", "model", "config", "time_limited"}``.
     Keras's global dtype policy (changed by ``mixed_precision``) is restored on return.
     """
-    return _run(config.validated(), Path(run_dir), {"epoch": 0, "best": float("inf")}, False, verbose, datasets)
+    return _run(config.validated(), Path(run_dir), {"epoch": 0, "best": float("inf")}, False, verbose, datasets,
+                callbacks)
 
 
-def resume(run_dir, epochs: int | None = None, verbose: int = 1, datasets=None) -> dict:
+def resume(run_dir, epochs: int | None = None, verbose: int = 1, datasets=None, callbacks=()) -> dict:
     """Continue the run in ``run_dir`` with the settings of its ``config.json``, from its
     ``last.keras`` (optimizer state included) or, where no epoch finished, from the start.
 
@@ -277,7 +383,7 @@ def resume(run_dir, epochs: int | None = None, verbose: int = 1, datasets=None) 
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():
         raise ModelFileError(f"{run_dir}: not a run folder to resume (no config.json); start it anew with --out")
-    saved = json.loads((run_dir / "config.json").read_text())
+    saved = runs.record(run_dir)
     config = TrainConfig.from_dict(saved["config"])
     if epochs is not None and epochs != config.epochs:
         config = config.updated(epochs=epochs).validated()
@@ -286,19 +392,24 @@ def resume(run_dir, epochs: int | None = None, verbose: int = 1, datasets=None) 
     has_checkpoint = (run_dir / "last.keras").is_file()
     state = {"epoch": 0, "best": float("inf")}
     if has_checkpoint and (run_dir / "state.json").is_file():
-        state = json.loads((run_dir / "state.json").read_text())
-    return _run(config.validated(), run_dir, state, has_checkpoint, verbose, datasets)
+        state = runs.read_json(run_dir / runs.STATE)
+    if epochs is not None:  # a new total: the run keeps exactly it (a plan of the old one no longer holds)
+        state.pop("plan", None)
+        config = config.updated(fixed_schedule=True)
+    return _run(config.validated(), run_dir, state, has_checkpoint, verbose, datasets, callbacks)
 
 
-def _run(config: TrainConfig, run_dir: Path, state: dict, from_checkpoint: bool, verbose: int, datasets) -> dict:
+def _run(config: TrainConfig, run_dir: Path, state: dict, from_checkpoint: bool, verbose: int, datasets,
+         callbacks) -> dict:
     policy = keras.mixed_precision.global_policy()
     try:
-        return _train(config, run_dir, state, from_checkpoint, verbose, datasets)
+        return _train(config, run_dir, state, from_checkpoint, verbose, datasets, list(callbacks))
     finally:
         keras.mixed_precision.set_global_policy(policy)
 
 
-def _train(config: TrainConfig, run_dir: Path, state: dict, resume: bool, verbose: int, datasets) -> dict:
+def _train(config: TrainConfig, run_dir: Path, state: dict, resume: bool, verbose: int, datasets, extra) -> dict:
+    started = time.monotonic()
     sizes.check_input_size(config.tile, config.depth, config.padding)
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16")
@@ -345,35 +456,83 @@ def _train(config: TrainConfig, run_dir: Path, state: dict, resume: bool, verbos
     train_ds = pipeline.training_dataset(train_data, config.tile, global_batch, config.depth, config.padding,
                                          params, value_range, seed=config.seed * 100_003 + state["epoch"],
                                          on_device=augment_on_device(config))
-    val_tile = pipeline.validation_tile(val_data, config.tile, config.depth, config.padding, config.base_filters,
-                                        global_batch)
-    val_ds = pipeline.validation_dataset(val_data, val_tile, global_batch, config.depth, config.padding) if len(val_data) else None
+    callbacks, validation = _callbacks(config, run_dir, state, chief, val_data, min_object_size, percentiles,
+                                       global_batch, resume, verbose, started)
+    callbacks += extra
+    history = {}
+    if state["epoch"] < config.epochs:
+        history = model.fit(train_ds, epochs=config.epochs, initial_epoch=state["epoch"],
+                            steps_per_epoch=config.steps_per_epoch, callbacks=callbacks,
+                            verbose=verbose if verbose == 1 else 0, shuffle=False).history
+    time_limited = any(isinstance(c, TimeLimit) and c.stopped for c in callbacks)
+    if chief:
+        if not time_limited and validation is not None and validation.images and config.n_classes == 2:
+            choose_postprocessing(run_dir, validation, min_object_size, verbose)
+        write_report(run_dir, raw_val_data if len(raw_val_data) else raw_train_data)
+    return {**state, "history": history, "model": model, "config": config, "time_limited": time_limited}
 
-    select = selection_metric(config, bool(val_ds))
-    callbacks = [RunCheckpoint(run_dir, state, chief, select, percentiles), keras.callbacks.TerminateOnNaN(),
-                 ProgressEstimate(config, verbose)]
-    if select == "val_object_f1":  # first: later callbacks see its score in the logs
-        callbacks.insert(0, ValidationObjects(val_data.images, val_data.targets, val_tile, min_object_size))
+
+# Validation's bounds: loss tiles, and whole images for the object scores (at most this many, and
+# at most this many pixels in all: a few 1388 px DSB images would otherwise cost minutes).
+VALIDATION_TILES = 16
+VALIDATION_IMAGES = 16
+VALIDATION_PIXELS = 4_000_000
+
+
+def _callbacks(config: TrainConfig, run_dir: Path, state: dict, chief: bool, val_data, min_object_size: int,
+               percentiles, batch_size: int, resume: bool, verbose: int, started: float):
+    """The run's callbacks, in the order they must run, and its :class:`Validation` (or None)."""
+    validation = None
+    if len(val_data):
+        val_tile = pipeline.validation_tile(val_data, config.tile, config.depth, config.padding, config.base_filters,
+                                            batch_size)
+        tiles = pipeline.validation_tiles(val_data, config.tile, config.depth, config.padding,
+                                          max_tiles=VALIDATION_TILES, seed=config.seed)
+        picks, pixels = [], 0
+        for i in pipeline.spread_picks(len(val_data), VALIDATION_IMAGES):
+            pixels += val_data.targets[i].size
+            if picks and pixels > VALIDATION_PIXELS:
+                break
+            picks.append(i)
+        objects = config.n_classes == 2
+        validation = Validation(tiles, [val_data.images[i] for i in picks] if objects else [],
+                                [val_data.targets[i] for i in picks] if objects else [], val_tile, min_object_size,
+                                batch_size, validate_at=state.get("plan", {}).get("validate_at") or (state["epoch"] + 1,))
+    select = selection_metric(config, validation is not None)
+    fixed = bool(config.fixed_schedule) or "plan" in state
+    planner = BudgetPlanner(config, state, validation, started, fixed=fixed, verbose=verbose)
+    callbacks = [c for c in (validation, planner) if c is not None]  # first: later ones see their logs
+    callbacks += [RunCheckpoint(run_dir, state, chief, select, percentiles), keras.callbacks.TerminateOnNaN(),
+                  ProgressEstimate(config, verbose, fixed=fixed, planner=planner)]
+    if verbose == 2:
+        callbacks.append(EpochLine(planner))
     if chief:  # only the chief writes files; the other workers train in lockstep
         callbacks.append(keras.callbacks.CSVLogger(str(run_dir / "log.csv"), append=resume))
     if config.early_stopping:
         callbacks.append(keras.callbacks.EarlyStopping(patience=config.early_stopping,
-                                                       monitor="val_loss" if val_ds else "loss"))
-    time_limit = TimeLimit(config.max_minutes) if config.max_minutes else None
-    if time_limit:
-        callbacks.append(time_limit)
+                                                       monitor="val_loss" if validation else "loss"))
+    if config.max_minutes:  # the plan fits the budget; this stops a schedule that cannot
+        callbacks.append(TimeLimit(config.max_minutes, started))
     if config.tensorboard and chief:
         callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard")))
+    return callbacks, validation
 
-    history = {}
-    if state["epoch"] < config.epochs:
-        history = model.fit(train_ds, epochs=config.epochs, initial_epoch=state["epoch"],
-                            steps_per_epoch=config.steps_per_epoch, validation_data=val_ds,
-                            callbacks=callbacks, verbose=verbose, shuffle=False).history
-    if chief:
-        write_report(run_dir, raw_val_data if len(raw_val_data) else raw_train_data)
-    return {**state, "history": history, "model": model, "config": config,
-            "time_limited": bool(time_limit and time_limit.stopped)}
+
+def choose_postprocessing(run_dir: Path, validation: Validation, min_object_size: int, verbose: int) -> dict:
+    """Choose the objects' post-processing on the validation images with the best model
+    (:func:`keras_unet.postprocess.choose`) and record it in the run."""
+    from keras_unet import postprocess, runs
+
+    model = inference.load_model(run_dir)
+    probabilities = [tiling.predict_tiled(model, image, tile=validation.tile) for image in validation.images]
+    chosen = postprocess.choose(probabilities, validation.truths, typical_min_size=min_object_size)
+    runs.update_record(run_dir, postprocessing=chosen)
+    if verbose:
+        threshold = "argmax" if chosen["threshold"] is None else f"p >= {chosen['threshold']:g}"
+        print(f"post-processing chosen on {chosen['images']} validation images: {threshold}, objects under "
+              f"{chosen['min_size']} px dropped, split {chosen['split']} (DSB score {chosen['value']:.3f}; "
+              f"{chosen['default_value']:.3f} with argmax and no split)", file=sys.stderr, flush=True)
+    return chosen
 
 
 def write_report(run_dir: Path, dataset: data.Dataset, n_samples: int = 2) -> None:

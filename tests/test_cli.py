@@ -28,14 +28,30 @@ def threshold_model(path):
 
 def test_help_and_version():
     assert "fit" in run("--help").output and "export" in run("--help").output
-    assert "0.1.0" in run("--version").output
+    from importlib.metadata import version
+
+    assert run("--version").output.strip().endswith(version("unet-paper-keras"))
 
 
-def test_fit_tiny_writes_run_folder(tmp_path):
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    """One tiny run made through the CLI for the tests that start from a finished run:
+    ``(run folder, fit's output)``. Tests that change it work on a copy (:func:`copy_run`)."""
+    out = tmp_path_factory.mktemp("cli") / "run"
     result = run("fit", "--depth", 3, "--base-filters", 4, "--tile", 68, "--epochs", 1, "--steps", 2, "--out", out)
     assert result.exit_code == 0, result.output
-    assert "embedded synthetic cells" in result.output
+    return out, result.output
+
+
+def copy_run(cli_run, tmp_path):
+    import shutil
+
+    return shutil.copytree(cli_run[0], tmp_path / "run")
+
+
+def test_fit_tiny_writes_run_folder(cli_run, tmp_path):
+    out = copy_run(cli_run, tmp_path)
+    assert "embedded synthetic cells" in cli_run[1] and "validation: object F1" in cli_run[1]
     for name in ("model.keras", "config.json", "log.csv", "curves.png", "samples.png"):
         assert (out / name).is_file()
     again = run("fit", "--depth", 3, "--out", out)
@@ -59,10 +75,8 @@ def test_fit_settings_out_of_range_are_refused_before_anything_is_written(tmp_pa
     assert len(result.output.strip().splitlines()) == 1 and not out.exists()
 
 
-def test_a_run_stopped_before_its_first_epoch_resumes_from_the_start(tmp_path):
-    out = tmp_path / "run"
-    result = run("fit", "--depth", 3, "--base-filters", 4, "--tile", 68, "--epochs", 1, "--steps", 2, "--out", out)
-    assert result.exit_code == 0, result.output
+def test_a_run_stopped_before_its_first_epoch_resumes_from_the_start(cli_run, tmp_path):
+    out = copy_run(cli_run, tmp_path)
     for name in ("last.keras", "model.keras", "state.json", "log.csv"):
         (out / name).unlink()  # as if stopped (Ctrl-C) during epoch 1: config.json only
     (out / f".last.keras.{2**22 + 12345}.tmp.keras").write_bytes(b"half")  # a killed writer's leftover
@@ -100,7 +114,8 @@ def test_predict_stack_and_evaluate_perfect(tmp_path):
     result = run("evaluate", model, tmp_path / "ds", "--out", tmp_path / "metrics", "--sweep", "--tta", 2)
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "metrics" / "metrics.json").read_text())
-    assert report["settings"] == {"tile": None, "tta": 2, "threshold": None, "batch_size": 1, "sweep": True}
+    assert report["settings"] == {"tile": None, "tta": 2, "threshold": None, "batch_size": 1, "sweep": True,
+                                  "min_size": 0, "split": "none"}
     mean = report["rows"][-1]
     assert mean["image"] == "mean"
     assert mean["pixel_error"] == 0 and mean["isbi2012_rand_error"] == 0 and mean["warping_error"] == 0
@@ -146,20 +161,53 @@ def test_inspect_data_writes_grid(tmp_path):
     assert (tmp_path / "grid.png").stat().st_size > 10_000
 
 
-def test_cli_errors_are_one_line_without_tensorflow_banners(tmp_path):
-    """A user sees exactly the error line: no absl/oneDNN start-up banners (they return with --verbose)."""
+# Runs the CLI with a banner written to file descriptor 2 while TensorFlow is imported, as
+# TensorFlow's C++ start-up does (absl and oneDNN lines, before any log level applies): what the
+# user sees then depends on the CLI alone, not on which banners this machine's TensorFlow prints.
+BANNER_CLI = r"""
+import importlib.abc, importlib.machinery, os, sys
+
+class Banner(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        os.write(2, b"BANNER from the tensorflow import\n")
+        sys.meta_path.remove(self)
+        return importlib.machinery.PathFinder.find_spec(name, path)
+
+sys.meta_path.insert(0, Banner())
+sys.argv = ["keras-unet"] + sys.argv[1:]
+from keras_unet.cli.main import main
+main()
+"""
+
+
+@pytest.mark.parametrize("log_level", [None, "0"])
+def test_cli_errors_are_one_line_and_verbose_shows_the_import(tmp_path, log_level):
+    """A user sees exactly the error line, whatever TF_CPP_MIN_LOG_LEVEL the caller set: the
+    import's output is kept off stderr; with --verbose it is not."""
     import subprocess
     import sys
 
+    from conftest import child_env
+
     (tmp_path / "broken.keras").write_bytes(b"")
     data.write_image(tmp_path / "img.png", np.zeros((8, 8), np.uint8))
-    command = [sys.executable, "-m", "keras_unet.cli.main", "predict", str(tmp_path / "broken.keras"), str(tmp_path / "img.png")]
-    done = subprocess.run(command, capture_output=True, text=True, env={k: v for k, v in __import__("os").environ.items()
-                                                                          if k != "TF_CPP_MIN_LOG_LEVEL"})
-    assert done.returncode == 2
+    env = child_env()
+    env.pop("TF_CPP_MIN_LOG_LEVEL")
+    if log_level is not None:
+        env["TF_CPP_MIN_LOG_LEVEL"] = log_level
+    arguments = ["predict", str(tmp_path / "broken.keras"), str(tmp_path / "img.png")]
+    done = subprocess.run([sys.executable, "-c", BANNER_CLI, *arguments], capture_output=True, text=True, env=env)
+    assert done.returncode == 2, done.stderr[-2000:]
     assert done.stderr.splitlines() == [f"Error: {tmp_path / 'broken.keras'}: cannot load model (the file is empty)"]
-    verbose = subprocess.run(command[:3] + ["--verbose"] + command[3:], capture_output=True, text=True)
-    assert verbose.returncode == 2 and len(verbose.stderr.splitlines()) > 1
+    if log_level is not None:
+        return  # --verbose once
+    verbose = subprocess.run([sys.executable, "-c", BANNER_CLI, "--verbose", *arguments], capture_output=True,
+                             text=True, env=env)
+    assert verbose.returncode == 2
+    assert "BANNER from the tensorflow import" in verbose.stderr.splitlines()
+    assert verbose.stderr.splitlines()[-1] == done.stderr.splitlines()[0]
 
 
 def test_explicit_tile_is_checked_against_the_memory_budget(tmp_path):
@@ -336,12 +384,48 @@ def test_predict_instances_defaults_to_the_runs_min_object_size(tmp_path):
     data.write_image(tmp_path / "a.png", image)
     result = run("predict", run_dir, tmp_path / "a.png", "--out", tmp_path / "p", "--format", "instances")
     assert result.exit_code == 0, result.output
-    assert "objects under 10 px dropped" in result.output
+    assert "under 10 px dropped" in result.output
     labels = tifffile.imread(tmp_path / "p" / "a_instances.tif")
     assert labels.max() == 1 and labels[51, 61] == 0
     result = run("predict", run_dir, tmp_path / "a.png", "--out", tmp_path / "q", "--format", "instances",
                  "--min-size", 0)
     assert tifffile.imread(tmp_path / "q" / "a_instances.tif").max() == 2  # an explicit value wins
+
+
+def test_predict_evaluate_and_export_use_the_post_processing_the_run_chose(tmp_path):
+    """A run that chose p >= 0.9 and 30 px on its validation data: predict and evaluate make those
+    objects unless told otherwise, and evaluate --calibrate chooses anew on a labelled folder."""
+    import tifffile
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    threshold_model(run_dir / "model.keras")  # p(object) = sigmoid(400 (x/255 ... )): near 0 or 1 except near 127.5
+    (run_dir / "config.json").write_text(json.dumps({"config": {}, "min_object_size": 4, "postprocessing": {
+        "threshold": 0.9, "min_size": 30, "split": "none"}}))
+    image = np.zeros((60, 70), np.uint8)
+    image[5:20, 5:25] = 200  # 300 px
+    image[40:45, 40:45] = 200  # 25 px: under the run's 30
+    truth = np.zeros((60, 70), np.uint16)
+    truth[5:20, 5:25], truth[40:45, 40:45] = 1, 2
+    data.write_image(tmp_path / "ds" / "images" / "a.png", image)
+    data.write_image(tmp_path / "ds" / "masks" / "a.tif", truth)
+    result = run("predict", run_dir, tmp_path / "ds" / "images" / "a.png", "--out", tmp_path / "p",
+                 "--format", "instances")
+    assert result.exit_code == 0, result.output
+    assert "p >= 0.9, under 30 px dropped, split none (chosen on the run's validation data" in result.output
+    assert tifffile.imread(tmp_path / "p" / "a_instances.tif").max() == 1
+    result = run("evaluate", run_dir, tmp_path / "ds", "--out", tmp_path / "m")
+    assert result.exit_code == 0 and "objects under 30 px dropped" in result.output, result.output
+    assert json.loads((tmp_path / "m" / "metrics.json").read_text())["rows"][-1]["object_objects_found"] == 1
+    result = run("evaluate", run_dir, tmp_path / "ds", "--calibrate")
+    assert result.exit_code == 0, result.output
+    chosen = json.loads((run_dir / "config.json").read_text())["postprocessing"]
+    assert chosen["min_size"] < 25 and chosen["value"] == 1.0 and chosen["data"] == str(tmp_path / "ds")
+    assert "objects under 30 px" not in result.output  # evaluated with the new choice
+    alone = tmp_path / "alone.keras"
+    threshold_model(alone)
+    refused = run("evaluate", alone, tmp_path / "ds", "--calibrate")
+    assert refused.exit_code == 2 and "--calibrate writes its choice into a run folder" in refused.output
 
 
 def test_cpu_preset_and_its_overrides(tmp_path):

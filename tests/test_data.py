@@ -6,7 +6,8 @@ import tifffile
 
 from keras_unet import data, synthetic
 
-ISBI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "isbi2012"
+from conftest import shared_data
+
 
 
 def write_pair(root, name, image, mask, image_dir="images", mask_dir="masks"):
@@ -134,9 +135,8 @@ def test_split_keeps_the_pages_of_a_file_together():
     assert len(train) + len(val) == 6
 
 
-@pytest.mark.skipif(not ISBI.is_dir(), reason="shared ISBI 2012 data not present")
 def test_isbi2012_loads():
-    pairs = data.find_pairs(ISBI / "train")
+    pairs = data.find_pairs(shared_data("isbi2012", "train"))
     assert len(pairs) == 30
     dataset = data.load_pairs(pairs[:3])
     assert dataset.images[0].shape == (512, 512, 1)

@@ -10,23 +10,15 @@ from click.testing import CliRunner
 
 from keras_unet import export, tiling
 from keras_unet.cli.main import main
-from keras_unet.errors import ModelFileError
+from keras_unet.errors import ModelFileError, UserInputError
 from keras_unet.model import inference_model, unet
 
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    keras.utils.set_random_seed(3)
-    path = tmp_path_factory.mktemp("model") / "tiny.keras"
-    # What fit saves by default: per-image percentile normalisation in front of the network.
-    inference_model(unet(base_filters=4, dropout=0.0, input_range=None), (1.0, 99.8)).save(path)
-    return path
+from conftest import child_env, shared_data
 
 
 @pytest.fixture(scope="module")
-def savedmodel(model_file, tmp_path_factory):
-    out = tmp_path_factory.mktemp("serving")
-    return export.export_savedmodel(model_file, out, name="cells", tile=220)
+def savedmodel(served):
+    return served[0]
 
 
 def test_layout_and_version_increment(savedmodel, model_file):
@@ -49,19 +41,32 @@ def test_signatures_names_dtypes_and_dynamic_dims(savedmodel):
     assert whole.shape.as_list() == [None, None, 1]
 
 
-def test_fresh_process_without_keras_unet_matches_keras(savedmodel, model_file):
-    report = export.verify(model_file, savedmodel, "savedmodel", tile=220)
-    assert report.pop("tolerance") == 1e-5
-    assert set(report) == {"serving_default 220x220", "segment 203x317"}  # every signature, a real-looking image
-    assert all(diff <= 1e-5 and flips == 0 for diff, flips in report.values())
+def test_the_cli_verified_every_signature_in_a_fresh_process(served):
+    """export --format savedmodel checked serving_default, segment and instances against the
+    Keras model and keras-unet predict, in a process that never imported keras_unet."""
+    _, output = served
+    checks = [line for line in output.splitlines() if line.startswith("verified in a fresh process")]
+    assert [line.split(": ")[1] for line in checks] == ["serving_default 220x220", "segment 203x317",
+                                                         "instances 203x317"]
+    assert "instances 203x317: the objects of predict --format instances, 0 pixel(s) differ" in output
+    for line in checks[:2]:
+        diff = float(line.split("= ")[1].split()[0])
+        assert diff <= 1e-5 and line.endswith(", 0 label(s) differ")
 
 
 def test_verify_catches_an_export_of_another_model(savedmodel, tmp_path):
     keras.utils.set_random_seed(4)
     other = tmp_path / "other.keras"
-    unet(base_filters=4, dropout=0.0).save(other)
+    inference_model(unet(base_filters=4, dropout=0.0, input_range=None), (1.0, 99.8)).save(other)
     with pytest.raises(export.ExportError, match="differs from the Keras model"):
         export.verify(other, savedmodel, "savedmodel", tile=220)
+
+
+def test_verify_catches_other_objects(savedmodel, model_file):
+    """The instances check compares objects: the same export against a min size it was not
+    exported with gives other objects."""
+    with pytest.raises(export.ExportError, match="gives other objects than keras-unet predict"):
+        export.verify(model_file, savedmodel, "savedmodel", tile=220, min_size=400)
 
 
 BAD_REQUESTS = r"""
@@ -85,7 +90,8 @@ print("tiny", segment(image=tf.zeros((1, 1, 1)))["labels"].shape, segment(image=
 def test_malformed_requests_are_invalid_argument_and_the_process_survives(savedmodel):
     """Rank 2, 3, 5, wrong channels, invalid and tiny sizes: each a readable INVALID_ARGUMENT,
     never an abort (a rank-3 tile once killed the process in the oneDNN convolution)."""
-    done = subprocess.run([sys.executable, "-c", BAD_REQUESTS, str(savedmodel)], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", BAD_REQUESTS, str(savedmodel)], capture_output=True, text=True,
+                          env=child_env())
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.strip().splitlines()
     assert len(lines) == 12 and "ACCEPTED" not in done.stdout
@@ -163,7 +169,7 @@ with tf.compat.v1.Session(graph=tf.Graph()) as sess:
     out = sess.run(sig.outputs["probabilities"].name, {{sig.inputs["image"].name: image}})
     np.save({str(savedmodel.parent / 'tf1.npy')!r}, out)
 """
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=child_env())
     assert done.returncode == 0, done.stderr[-2000:]
     expected = keras.models.load_model(model_file).predict_on_batch(np.full((1, 204, 204, 1), 100.0, np.float32))
     np.testing.assert_allclose(np.load(savedmodel.parent / "tf1.npy"), expected, atol=1e-5)
@@ -189,11 +195,10 @@ def test_instances_signature_equals_predict_format_instances(savedmodel, model_f
     model = keras.models.load_model(model_file)
     signature = tf.saved_model.load(str(savedmodel)).signatures["instances"]
     images = [synthetic.model_image((203, 317), unet_config(model), seed=4)]
-    isbi = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012" / "train" / "image" / "03.png"
-    if isbi.is_file():
-        from keras_unet import data
+    from keras_unet import data
 
-        images.append(data.read_image(isbi)[:300, :260, None].astype(np.float32))
+    isbi = shared_data("isbi2012", "train", "image", "03.png")
+    images.append(data.read_image(isbi)[:300, :260, None].astype(np.float32))
     for image in images:
         expected = inference.instances(tiling.predict_tiled(model, image, tile=220))
         got = signature(image=tf.constant(image))["instances"].numpy()
@@ -223,34 +228,27 @@ def test_savedmodel_size_is_about_the_weights(tmp_path):
     assert size <= 1.2 * weights_bytes, (size, weights_bytes)
 
 
-@pytest.mark.parametrize("quantize", ["none", "float16", "dynamic"])
+@pytest.mark.parametrize("quantize", ["float16", "dynamic"])
 def test_tflite_variants_run_in_litert(model_file, tmp_path, quantize):
-    path = export.export_tflite(model_file, tmp_path, quantize=quantize)
+    tile = 236 if quantize == "float16" else None  # a fixed input, and a resizable one
+    path = export.export_tflite(model_file, tmp_path, quantize=quantize, tile=tile)
+    from ai_edge_litert.interpreter import Interpreter
+
+    shape = list(Interpreter(model_path=str(path)).get_input_details()[0]["shape_signature"])
+    assert shape == ([1, 236, 236, 1] if tile else [-1, -1, -1, 1])
     report = export.verify(model_file, path, "tflite", quantize, tile=236)
     tolerance = report.pop("tolerance")
     assert list(report) == ["tflite 236x236"] and report["tflite 236x236"][0] <= tolerance
     assert path.stat().st_size > (100_000 if quantize == "dynamic" else 200_000)  # the weights are in the file
 
 
-def test_tflite_fixed_input(model_file, tmp_path):
-    path = export.export_tflite(model_file, tmp_path, name="fixed", tile=236)
-    from ai_edge_litert.interpreter import Interpreter
-
-    detail = Interpreter(model_path=str(path)).get_input_details()[0]
-    assert list(detail["shape_signature"]) == [1, 236, 236, 1]
-    assert export.verify(model_file, path, "tflite")["tflite 236x236"][0] < 1e-4
-
-
-def test_cli_export_and_clear_errors(model_file, tmp_path):
+def test_cli_export_and_clear_errors(model_file, savedmodel, tmp_path):
     runner = CliRunner()
     result = runner.invoke(main, ["export", str(model_file), "--format", "tflite", "--out", str(tmp_path / "t")])
     assert result.exit_code == 0, result.output
-    assert "verified in a fresh process" in result.output
-    result = runner.invoke(main, ["export", str(model_file), "--format", "savedmodel", "--out", str(tmp_path / "s"),
-                                  "--tile", 220, "--version", 1])
-    assert result.exit_code == 0 and "segment 203x317" in result.output, result.output
-    again = runner.invoke(main, ["export", str(model_file), "--format", "savedmodel", "--out", str(tmp_path / "s"),
-                                 "--version", 1, "--no-verify"])
+    assert "verified in a fresh process: tflite 572x572" in result.output  # float32, resizable, the default size
+    again = runner.invoke(main, ["export", str(model_file), "--format", "savedmodel", "--out",
+                                 str(savedmodel.parent.parent), "--name", "cells", "--version", 1, "--no-verify"])
     assert again.exit_code == 2 and "version 1 exists already" in again.output and "Traceback" not in again.output
     missing = runner.invoke(main, ["export", str(tmp_path / "nope.keras"), "--format", "savedmodel"])
     assert missing.exit_code == 2
@@ -275,17 +273,18 @@ def test_segment_equals_overlap_tile_prediction_at_every_tile_boundary(savedmode
 
 
 def test_onnx_export_matches_keras_for_tiles_and_any_size(model_file, tmp_path):
-    paths = export.export_onnx(model_file, tmp_path, name="cells", tile=220)
-    assert [p.name for p in paths] == ["cells.onnx", "cells_segment.onnx"]
-    report = export.verify(model_file, paths, "onnx", tile=220)
-    assert report.pop("tolerance") == 1e-4
-    assert set(report) == {"onnx tiles 220x220", "onnx segment 203x317"}
-    assert all(diff <= 1e-4 and flips == 0 for diff, flips in report.values())
-    runner = CliRunner()
-    result = runner.invoke(main, ["export", str(model_file), "--format", "onnx", "--tile", "220",
-                                  "--out", str(tmp_path / "cli")])
+    """One conversion, as a user runs it: both files written and checked in onnxruntime."""
+    result = CliRunner().invoke(main, ["export", str(model_file), "--format", "onnx", "--tile", "220",
+                                       "--name", "cells", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    assert "onnx segment 203x317" in result.output and (tmp_path / "cli" / "unet_segment.onnx").is_file()
+    assert (tmp_path / "cells.onnx").is_file() and (tmp_path / "cells_segment.onnx").is_file()
+    checks = [line for line in result.output.splitlines() if line.startswith("verified in a fresh process")]
+    assert [line.split(": ")[1] for line in checks] == ["onnx tiles 220x220", "onnx segment 203x317"]
+    for line in checks:
+        assert float(line.split("= ")[1].split()[0]) <= 1e-4 and line.endswith(", 0 label(s) differ")
+    # the verification can fail: the any-size file is not the tile file
+    with pytest.raises(UserInputError, match="does not load|differs"):
+        export.verify(model_file, [tmp_path / "cells.onnx", tmp_path / "cells.onnx"], "onnx", tile=220)
 
 
 def test_onnx_without_its_extra_names_the_extra(model_file, tmp_path, monkeypatch):

@@ -9,6 +9,8 @@ from keras_unet import instances, metrics, synthetic, weights
 from keras_unet.errors import DataError, SettingsError
 from keras_unet.instances import fill_holes, instances_from_probabilities
 
+from conftest import shared_data
+
 
 def probabilities_from(binary: np.ndarray) -> np.ndarray:
     p = np.where(binary > 0, 0.9, 0.1).astype(np.float32)
@@ -115,15 +117,17 @@ def _cases():
     ring[10:20, 10:20] = False
     ring[13:17, 13:17] = True  # an object inside the hole of another
     yield "nested", ring
-    isbi = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012" / "train" / "label" / "00.png"
-    if isbi.is_file():
-        from keras_unet import data
 
-        yield "isbi cells", data.read_image(isbi)[:256, :200] > 127
+
+def _isbi_cells():
+    from keras_unet import data
+
+    return data.read_image(shared_data("isbi2012", "train", "label", "00.png"))[:256, :200] > 127
 
 
 @pytest.mark.parametrize("min_size", [0, 30])
-def test_tf_instances_equal_the_numpy_ones(min_size):
+@pytest.mark.parametrize("cases", ["made here", "isbi cells"])
+def test_tf_instances_equal_the_numpy_ones(min_size, cases):
     """The SavedModel's in-graph objects (keras_unet.instances.instances_tf) against the numpy
     pipeline that predict --format instances runs, pixel for pixel."""
     import tensorflow as tf
@@ -132,7 +136,7 @@ def test_tf_instances_equal_the_numpy_ones(min_size):
 
     graph = tf.function(lambda p: instances_tf(p, min_size=min_size),
                         input_signature=[tf.TensorSpec([None, None, 2], tf.float32)])
-    for name, mask in _cases():
+    for name, mask in (_cases() if cases == "made here" else [("isbi cells", _isbi_cells())]):
         probabilities = np.stack([~mask, mask], -1).astype(np.float32)
         expected = instances_from_probabilities(probabilities, min_size=min_size)
         np.testing.assert_array_equal(graph(probabilities).numpy(), expected, err_msg=name)
@@ -152,12 +156,21 @@ def test_fill_holes_rule():
 
 
 def test_typical_min_size_is_a_quarter_of_the_small_objects():
-    """Against areas counted by hand: 20 squares of 10x10 and one of 2x2 (an edge fragment)."""
-    target = np.zeros((120, 260), np.uint8)
-    for i in range(20):
-        r, c = 5 + 30 * (i // 8), 5 + 30 * (i % 8)
-        target[r : r + 10, c : c + 10] = 1
-    target[110:112, 250:252] = 1
-    areas = [100] * 20 + [4]
-    assert instances.typical_min_size([target]) == int(0.25 * np.percentile(areas, 5))
+    """Against values worked out by hand: a quarter of the 5th percentile (linear interpolation,
+    numpy's default) of the object areas."""
+    def squares(small: int) -> np.ndarray:  # 20 squares of 10x10 px, `small` specks of 2x2 px
+        target = np.zeros((120, 260), np.uint8)
+        for i in range(20):
+            r, c = 5 + 30 * (i // 8), 5 + 30 * (i % 8)
+            target[r : r + 10, c : c + 10] = 1
+        for i in range(small):
+            target[110:112, 200 + 5 * i : 202 + 5 * i] = 1
+        return target
+
+    # 21 areas, sorted [4, 100, ...]: the 5th percentile sits at rank 0.05 * 20 = 1 -> 100 -> 25
+    assert instances.typical_min_size([squares(1)]) == 25
+    # 23 areas [4, 4, 4, 100, ...]: rank 0.05 * 22 = 1.1 -> 4 -> 1
+    assert instances.typical_min_size([squares(3)]) == 1
+    # 22 areas [4, 4, 100, ...]: rank 1.05 -> 4 + 0.05 * 96 = 8.8 -> 2.2 -> 2
+    assert instances.typical_min_size([squares(2)]) == 2
     assert instances.typical_min_size([np.zeros((5, 5), np.uint8)]) == 0

@@ -1,11 +1,11 @@
 import math
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from keras_unet import metrics
+
+from conftest import shared_data
 
 
 def blobs(shape=(40, 40)):
@@ -33,7 +33,8 @@ def test_pixel_error_is_a_direct_count(rng):
 
 
 def test_adapted_rand_error_agrees_with_scikit_image(rng):
-    skimage_metrics = pytest.importorskip("skimage.metrics")
+    import skimage.metrics as skimage_metrics  # a dependency of the package (V_Rand's thinning)
+
     for _ in range(5):
         truth = rng.integers(0, 6, (40, 50))
         pred = rng.integers(0, 5, (40, 50))
@@ -177,9 +178,7 @@ def test_v_info_of_a_split_with_singletons_by_hand():
 def test_challenge_rand_error_on_a_real_slice_with_eroded_cells():
     """ISBI slice 00 with every cell eroded by 1 px: the challenge's flavour sees thicker
     membranes (~0.05), scikit-image's a merge through the extra membrane pixels (~0.15)."""
-    path = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012" / "train" / "label" / "00.png"
-    if not path.is_file():
-        pytest.skip(f"{path} not present")
+    path = shared_data("isbi2012", "train", "label", "00.png")
     import imageio.v3 as iio
     from scipy import ndimage
 
@@ -248,17 +247,13 @@ def test_warping_error_of_real_topology_changes_in_pixels():
     assert metrics.warping_error(split, cell) * cell.size == 1  # outside) until one pixel would split
 
 
-def test_warping_error_on_a_real_slice_is_fast_and_below_the_pixel_error(rng):
-    path = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012" / "train" / "label" / "00.png"
-    if not path.is_file():
-        pytest.skip(f"{path} not present")
+def test_warping_error_on_a_real_slice_is_below_the_pixel_error(rng):
+    path = shared_data("isbi2012", "train", "label", "00.png")
     import imageio.v3 as iio
 
     truth = (iio.imread(path) > 127).astype(np.uint8)
     noisy = np.where(rng.random(truth.shape) < 0.05, 1 - truth, truth).astype(np.uint8)
-    start = time.perf_counter()
     value = metrics.warping_error(noisy, truth)
-    assert time.perf_counter() - start < 5.0  # ~0.2 s here; the bound is for a loaded CI machine
     assert 0 < value < metrics.pixel_error(noisy, truth)
 
 

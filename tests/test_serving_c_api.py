@@ -13,9 +13,8 @@ import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 
-from keras_unet import export, inference, tiling
+from keras_unet import inference, tiling
 from keras_unet.export.savedmodel import WARMUP_FILE
-from keras_unet.model import unet
 
 SOURCE = Path(__file__).parent / "c_api" / "run_signature.c"
 COMPILER = shutil.which("gcc") or shutil.which("cc")
@@ -34,11 +33,9 @@ def runner(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    keras.utils.set_random_seed(5)
-    model = unet(base_filters=4, dropout=0.0)
-    path = export.export_savedmodel(model, tmp_path_factory.mktemp("serving"), name="cells", tile=220)
-    return model, path
+def exported(served, model_file):
+    """The session's SavedModel (conftest ``served``) and the Keras model it was exported from."""
+    return keras.models.load_model(model_file), served[0]
 
 
 def signature_tensors(path: Path, signature: str) -> tuple[str, str]:
