@@ -24,7 +24,7 @@ import numpy as np
 
 from _common import write_table
 from instances import classical  # the baseline, shared with benchmarks/instances.py
-from keras_unet import data, inference, metrics, settings, synthetic, train, weights
+from keras_unet import data, inference, metrics, runs, settings, synthetic, train, weights
 from keras_unet.instances import instances_from_probabilities
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -121,7 +121,7 @@ def main():
                    f"(epoch {state.get('best_epoch')})")
         print(name, trained, file=sys.stderr, flush=True)
         model = inference.load_model(run_dir)
-        min_size = inference.run_min_size(run_dir)  # what predict --format instances uses by default
+        min_size = runs.min_object_size(run_dir)  # what predict --format instances uses by default
         min_distance = baseline_peak_distance(train_set.targets)
         for test, pairs in tests.items():
             base, base_s, net, net_s, probabilities = [], [], [], [], []

@@ -202,11 +202,10 @@ def run_postprocessing(model_path, threshold, min_size, split, announce: bool = 
     min_size = recorded["min_size"] if min_size is None else min_size
     split = recorded["split"] if split is None else split
     if announce:
-        chosen = "chosen on the run's validation data" if runs.record(model_path).get("postprocessing") else "defaults"
+        chosen = "chosen on the run's validation data" if recorded["chosen"] else "defaults"
         click.echo(f"objects: {'argmax' if threshold is None else f'p >= {threshold:g}'}, under {min_size} px "
                    f"dropped, split {split} ({chosen}; --threshold, --min-size, --split override)")
     return threshold, min_size, split
-
 
 
 @main.command()
@@ -286,25 +285,27 @@ def evaluate(model_path, data_dir, out_dir, tile, batch_size, tta, threshold, sw
         ensure_writable_folder(out_dir)
     model = inference.load_model(model_path)
     pairs = data.find_pairs(data_dir)
+    pages = None  # predicted once for the search and the scores where --calibrate needs both
     if calibrate:
         run_dir = runs.folder_of(model_path)
         if not (run_dir / runs.CONFIG).is_file():
             raise InputError(f"{model_path}: --calibrate writes its choice into a run folder (with config.json); "
                              "give a run folder or a model inside one")
-        with click.progressbar(length=len(pairs), label="calibrating") as bar:
-            chosen = inference.calibrate(model, pairs, tile, batch_size, tta,
-                                         typical_min_size=runs.min_object_size(model_path) or 0)
-            bar.update(len(pairs))
+        with click.progressbar(pairs, label="predicting") as bar:
+            pages = [page for pair in bar for page in inference.predicted_pages(model, [pair], tile, batch_size, tta)]
+        chosen = inference.calibrate(pages, typical_min_size=runs.min_object_size(model_path) or 0)
         runs.update_record(run_dir, postprocessing={**chosen, "data": str(data_dir)})
         click.echo(f"calibrated on {chosen['images']} page(s) of {data_dir}: DSB score {chosen['value']:.4f} "
                    f"({chosen['default_value']:.4f} with argmax and no split) -> {run_dir / runs.CONFIG}")
     threshold, min_size, split = run_postprocessing(model_path, threshold, min_size, split, announce=False)
     rows = []
-    with click.progressbar(pairs, label="evaluating") as bar:
-        for pair in bar:
-            rows += inference.evaluate_pairs(model, [pair], tile, batch_size, tta, threshold=threshold, sweep=sweep,
-                                             warn=lambda message: click.echo(f"\nwarning: {message}", err=True),
-                                             min_size=min_size, split=split)
+    with click.progressbar(pairs if pages is None else pages, label="evaluating") as bar:
+        for item in bar:
+            for page in ([item] if pages is not None else
+                         inference.predicted_pages(model, [item], tile, batch_size, tta)):
+                rows.append(inference.evaluate_page(page, threshold=threshold, sweep=sweep, min_size=min_size,
+                                                    split=split,
+                                                    warn=lambda message: click.echo(f"\nwarning: {message}", err=True)))
     rows.append(inference.mean_row(rows))
     keys = [k for k in rows[0] if k != "image"]
     click.echo(f"protocol: {'argmax' if threshold is None else f'object where p >= {threshold:g}'}, {tta} view(s), "

@@ -1,6 +1,7 @@
 """Prediction and evaluation of files: the library behind ``keras-unet predict`` and ``evaluate``."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -56,14 +57,6 @@ def with_run_normalization(model, path: Path):
     if saved.get("normalization", "range") != "percentile":
         return model
     return inference_model(model, tuple(saved["percentiles"]))
-
-
-def run_min_size(path) -> int | None:
-    """The ``min_object_size`` a run recorded for its objects (model file in a run folder, or the
-    folder), or None where the model has no run record."""
-    from keras_unet import runs
-
-    return runs.min_object_size(path)
 
 
 def check_image(image: np.ndarray, config: dict, source) -> list[str]:
@@ -180,27 +173,57 @@ def true_objects(mask: np.ndarray, source) -> tuple[np.ndarray, np.ndarray]:
     return weights.binary_target(mask.astype(np.int32)), as_uint16(mask, str(source))
 
 
-def labelled_pages(pairs):
-    """``(name, mask path, page, image, mask)`` of every page of ``(image, mask)`` file pairs, checked."""
+@dataclass
+class PredictedPage:
+    """One labelled image page and the model's probabilities for it: what evaluation and the
+    post-processing search both start from, so a page is predicted once for both."""
+
+    name: str
+    mask_source: str
+    probabilities: np.ndarray  # (H, W, classes)
+    truth: np.ndarray  # (H, W) binary pixel truth
+    true_instances: np.ndarray  # (H, W) instance labels
+
+
+def predicted_pages(model, pairs, tile=None, batch_size: int = 1, tta: int = 1, progress=None):
+    """:class:`PredictedPage` of every page of ``(image, mask)`` file pairs, checked, one at a time."""
+    config = unet_config(model)
     for image_path, mask_path in pairs:
         images, masks = data.read_pages(image_path), data.read_pages(mask_path)
         data.check_pair(image_path, mask_path, images, masks)
         for page, (image, mask) in enumerate(zip(images, masks)):
             suffix = f"[{page}]" if len(images) > 1 else ""
-            yield image_path.name + suffix, f"{mask_path}{suffix}", image_path, image, mask
+            truth, true_instances = true_objects(mask, f"{mask_path}{suffix}")
+            check_image(image, config, image_path)
+            yield PredictedPage(image_path.name + suffix, f"{mask_path}{suffix}",
+                                predict_probabilities(model, image, tile, batch_size, tta, progress), truth,
+                                true_instances)
 
 
-def calibrate(model, pairs, tile=None, batch_size: int = 1, tta: int = 1, progress=None, typical_min_size: int = 0):
-    """The post-processing that scores best on labelled ``pairs`` (:func:`keras_unet.postprocess.choose`)."""
+def calibrate(pages, typical_min_size: int = 0) -> dict:
+    """The post-processing that scores best on :class:`PredictedPage` s (:func:`keras_unet.postprocess.choose`)."""
     from keras_unet import postprocess
 
-    config = unet_config(model)
-    probabilities, truths = [], []
-    for _, mask_source, image_path, image, mask in labelled_pages(pairs):
-        check_image(image, config, image_path)
-        probabilities.append(predict_probabilities(model, image, tile, batch_size, tta, progress))
-        truths.append(true_objects(mask, mask_source)[1])
-    return postprocess.choose(probabilities, truths, typical_min_size=typical_min_size)
+    pages = list(pages)
+    return postprocess.choose([p.probabilities for p in pages], [p.true_instances for p in pages],
+                              typical_min_size=typical_min_size)
+
+
+def evaluate_page(page: PredictedPage, threshold: float | None = None, sweep: bool = False, warn=None,
+                  min_size: int = 0, split: str = "none") -> dict:
+    """The metrics row of one :class:`PredictedPage` (see :func:`evaluate_pairs`)."""
+    from keras_unet.instances import instances_from_probabilities
+
+    prediction = labels_from_probabilities(page.probabilities, threshold)
+    found = instances_from_probabilities(page.probabilities, threshold=threshold, min_size=min_size, split=split)
+    if warn is not None and not np.any(page.true_instances):
+        warn(f"{page.mask_source}: the mask has no object: its Rand, warping and SEG scores are perfect whatever "
+             "is predicted; check the mask")
+    row = {"image": page.name, **metrics.evaluate_binary(prediction, page.truth),
+           **{f"object_{k}": v for k, v in metrics.evaluate_objects(found, page.true_instances).items()}}
+    if sweep:
+        row.update(metrics.challenge_sweep(page.probabilities[..., 1], page.truth))
+    return row
 
 
 def evaluate_pairs(model, pairs, tile=None, batch_size: int = 1, tta: int = 1, progress=None,
@@ -212,30 +235,15 @@ def evaluate_pairs(model, pairs, tile=None, batch_size: int = 1, tta: int = 1, p
     against the true ones: an instance mask as it is, a binary mask's 4-connected components.
 
     ``threshold``: object where p(class 1) >= threshold (default: argmax), fixed beforehand as a
-    user would. ``min_size``: predicted objects smaller than this are dropped, as by ``predict``. ``sweep``: also the ISBI challenge's protocol, the best value of each challenge
-    metric over thresholds 0.0-1.0 (``swept_*`` keys; it looks at the truth to pick, so it is an
-    upper bound, reported apart). ``warn``: called with a message for each page whose scores mean
-    little (a mask without any object scores a perfect Rand error and SEG whatever is predicted).
+    user would. ``min_size``: predicted objects smaller than this are dropped, as by ``predict``;
+    ``split``: touching objects split as by ``predict --split``. ``sweep``: also the ISBI
+    challenge's protocol, the best value of each challenge metric over thresholds 0.0-1.0
+    (``swept_*`` keys; it looks at the truth to pick, so it is an upper bound, reported apart).
+    ``warn``: called with a message for each page whose scores mean little (a mask without any
+    object scores a perfect Rand error and SEG whatever is predicted).
     """
-    from keras_unet.instances import instances_from_probabilities
-
-    config = unet_config(model)
-    rows = []
-    for name, mask_source, image_path, image, mask in labelled_pages(pairs):
-        truth, true_instances = true_objects(mask, mask_source)
-        check_image(image, config, image_path)
-        probabilities = predict_probabilities(model, image, tile, batch_size, tta, progress)
-        prediction = labels_from_probabilities(probabilities, threshold)
-        found = instances_from_probabilities(probabilities, threshold=threshold, min_size=min_size, split=split)
-        if warn is not None and not np.any(true_instances):
-            warn(f"{mask_source}: the mask has no object: its Rand, warping and SEG scores are perfect whatever "
-                 "is predicted; check the mask")
-        row = {"image": name, **metrics.evaluate_binary(prediction, truth),
-               **{f"object_{k}": v for k, v in metrics.evaluate_objects(found, true_instances).items()}}
-        if sweep:
-            row.update(metrics.challenge_sweep(probabilities[..., 1], truth))
-        rows.append(row)
-    return rows
+    return [evaluate_page(page, threshold=threshold, sweep=sweep, warn=warn, min_size=min_size, split=split)
+            for page in predicted_pages(model, pairs, tile, batch_size, tta, progress)]
 
 
 def write_metrics(out_dir: Path, rows: list[dict], model, data, settings: dict) -> tuple[Path, Path]:

@@ -111,17 +111,17 @@ def validation_tiles(dataset: Dataset, tile: int, depth: int = 5, padding: str =
     if max_tiles is not None and len(places) > max_tiles:
         picks = np.random.default_rng(seed).choice(len(places), max_tiles, replace=False)
         places = [places[k] for k in sorted(picks)]
-    images, targets, cache = [], [], {}
-    for i, top, left in places:
-        if i not in cache:  # mirror-pad each image once, as prediction does
+    images, targets, padded_index = [], [], None
+    for i, top, left in places:  # image by image (places are sorted): each one mirror-padded once
+        if i != padded_index:
             image, target, weights = dataset.images[i], dataset.targets[i], dataset.weights[i]
             height, width = target.shape
             pad_h, pad_w = max(out - height, 0), max(out - width, 0)
-            cache = {i: (np.pad(image.astype(np.float32), ((margin, margin + pad_h), (margin, margin + pad_w), (0, 0)),
-                                "reflect"),
-                         np.pad(np.stack([target.astype(np.float32), weights], -1), ((0, pad_h), (0, pad_w), (0, 0)),
-                                "reflect"))}
-        padded, y_true = cache[i]
+            padded = np.pad(image.astype(np.float32), ((margin, margin + pad_h), (margin, margin + pad_w), (0, 0)),
+                            "reflect")
+            y_true = np.pad(np.stack([target.astype(np.float32), weights], -1), ((0, pad_h), (0, pad_w), (0, 0)),
+                            "reflect")
+            padded_index = i
         images.append(padded[top : top + size, left : left + size])
         targets.append(y_true[top : top + out, left : left + out])
     return np.stack(images), np.stack(targets)
@@ -139,13 +139,6 @@ def validation_tile(dataset: Dataset, tile: int, depth: int = 5, padding: str = 
         return tile
     largest = max(max(t.shape) for t in dataset.targets)
     return max(tile, default_tile((largest, largest), depth, padding, base_filters, batch_size, memory_mb))
-
-
-def validation_dataset(dataset: Dataset, tile: int, batch_size: int = 1, depth: int = 5, padding: str = "valid",
-                       max_tiles: int | None = None, seed: int = 0):
-    """:func:`validation_tiles` as a batched ``tf.data.Dataset``."""
-    images, targets = validation_tiles(dataset, tile, depth, padding, max_tiles, seed)
-    return tf.data.Dataset.from_tensor_slices((images, targets)).batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 def spread_picks(count: int, most: int) -> list[int]:

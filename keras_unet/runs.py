@@ -53,11 +53,11 @@ def min_object_size(path) -> int | None:
 
 def postprocessing(path) -> dict:
     """How the run's objects are made by default: ``{"threshold": float or None (argmax),
-    "min_size": int, "split": "none" | "watershed"}``: what the run chose on validation data
-    (:mod:`keras_unet.postprocess`), else argmax, its ``min_object_size`` and no split (runs from
-    before the choice; 0 for a model without a run)."""
+    "min_size": int, "split": "none" | "watershed", "chosen": bool}``: what the run chose on
+    validation data (:mod:`keras_unet.postprocess`; ``chosen`` True), else argmax, its
+    ``min_object_size`` and no split (runs from before the choice; 0 for a model without a run)."""
     run = record(path)
     chosen = run.get("postprocessing") or {}
     return {"threshold": chosen.get("threshold"),
             "min_size": int(chosen.get("min_size", run.get("min_object_size") or 0)),
-            "split": chosen.get("split", "none")}
+            "split": chosen.get("split", "none"), "chosen": bool(chosen)}

@@ -30,6 +30,7 @@ import tensorflow as tf
 
 from keras_unet import __version__, augment, data, inference, losses, metrics, pipeline, plots, sizes, synthetic, tiling
 from keras_unet import keras_patches, runs
+from keras_unet.budget import cosine_rate, plan_schedule
 from keras_unet.errors import ModelFileError, SettingsError
 from keras_unet.files import atomic_path, remove_stale_temporaries
 from keras_unet.runs import write_json
@@ -125,7 +126,7 @@ class Validation(keras.callbacks.Callback):
         self.tiles, self.images, self.tile, self.min_size = tiles, list(images), tile, min_size
         self.batch_size, self.validate_at = batch_size, set(validate_at)
         self.truths = [instances_from_probabilities(np.eye(2, dtype=np.float32)[t]) for t in targets]
-        self.started = self.trained = 0.0
+        self.started = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
         self.started = time.monotonic()
@@ -164,23 +165,26 @@ class BudgetPlanner(keras.callbacks.Callback):
         super().__init__()
         self.config, self.state, self.validation, self.started = config, state, validation, started
         self.fixed, self.verbose, self.out = fixed, verbose, out
-        self.step_times, self.last, self.epoch_started, self.first_validation = [], None, None, None
+        self.step_times, self.last, self.epoch_started, self.first_validation, self.step = [], None, None, None, 0
         planned = state.get("plan", {}).get("epochs")
         self.epochs = planned or config.epochs
         self.planned = planned is not None
 
+    def on_train_begin(self, logs=None):
+        # Counted here from the optimizer's count (a resumed run's included): reading the variable
+        # before every step would wait for the step before it.
+        self.step = int(self.model.optimizer.iterations.numpy())
+
     def on_train_batch_begin(self, batch, logs=None):
         if self.config.lr_schedule == "cosine":
-            from keras_unet.budget import cosine_rate
-
-            step = int(self.model.optimizer.iterations.numpy())
-            rate = cosine_rate(step, self.epochs * self.config.steps_per_epoch, self.config.learning_rate)
+            rate = cosine_rate(self.step, self.epochs * self.config.steps_per_epoch, self.config.learning_rate)
             learning_rate = self.model.optimizer._learning_rate  # a variable, unless an old run's schedule
             if isinstance(learning_rate, keras.Variable):
                 learning_rate.assign(rate)
         self.last = time.monotonic()
 
     def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
         if self.last is not None:
             self.step_times.append(time.monotonic() - self.last)
 
@@ -200,8 +204,6 @@ class BudgetPlanner(keras.callbacks.Callback):
             self.model.stop_training = True
 
     def plan(self, epochs_done: int, validation_seconds: float, overhead: float = 0.0) -> None:
-        from keras_unet.budget import plan_schedule
-
         times = self.step_times[1:] or self.step_times  # the first step builds the graph
         step_seconds = float(np.median(times)) if times else 1.0
         done = tuple(sorted(self.validation.validate_at & set(range(1, epochs_done + 1)))) if self.validation else ()
@@ -281,18 +283,17 @@ class ProgressEstimate(keras.callbacks.Callback):
     builds the graph, not counted), with a hint when it is over an hour; :class:`BudgetPlanner`
     says what was planned after the first epoch."""
 
-    def __init__(self, config: TrainConfig, verbose: int = 1, after_steps: int = 5, out=None, fixed: bool = True,
-                 planner=None):
+    def __init__(self, config: TrainConfig, verbose: int = 1, after_steps: int = 5, out=None,
+                 planner: BudgetPlanner | None = None):
         super().__init__()
-        self.config, self.verbose, self.after_steps, self.out, self.fixed = config, verbose, after_steps, out, fixed
+        self.config, self.verbose, self.after_steps, self.out = config, verbose, after_steps, out
         self.planner = planner
-        self.first_epoch = self.started = self.epoch_started = None
+        self.first_epoch = self.started = None
         self.steps = 0
 
     def on_epoch_begin(self, epoch, logs=None):
         if self.first_epoch is None:
             self.first_epoch = epoch
-        self.epoch_started = time.monotonic()
 
     def on_train_batch_end(self, batch, logs=None):
         self.steps += 1
@@ -310,7 +311,8 @@ class ProgressEstimate(keras.callbacks.Callback):
         line = f"estimated training time: {format_minutes(seconds)} ({basis})"
         if limit and seconds > limit:
             line += (f"; the run is planned to fit --max-minutes {self.config.max_minutes:g} after its first epoch"
-                     if not self.fixed else f"; --max-minutes stops it after {format_minutes(limit)}")
+                     if self.planner is not None and not self.planner.fixed
+                     else f"; --max-minutes stops it after {format_minutes(limit)}")
         elif seconds > 3600:
             line += ("\nhint: over an hour on this machine; --preset cpu trains a smaller network in about "
                      "30 min, --max-minutes bounds the time, and a GPU (pip install '.[gpu]') is far faster")
@@ -499,11 +501,11 @@ def _callbacks(config: TrainConfig, run_dir: Path, state: dict, chief: bool, val
                                 [val_data.targets[i] for i in picks] if objects else [], val_tile, min_object_size,
                                 batch_size, validate_at=state.get("plan", {}).get("validate_at") or (state["epoch"] + 1,))
     select = selection_metric(config, validation is not None)
-    fixed = bool(config.fixed_schedule) or "plan" in state
-    planner = BudgetPlanner(config, state, validation, started, fixed=fixed, verbose=verbose)
+    planner = BudgetPlanner(config, state, validation, started, fixed=config.fixed_schedule or "plan" in state,
+                            verbose=verbose)
     callbacks = [c for c in (validation, planner) if c is not None]  # first: later ones see their logs
     callbacks += [RunCheckpoint(run_dir, state, chief, select, percentiles), keras.callbacks.TerminateOnNaN(),
-                  ProgressEstimate(config, verbose, fixed=fixed, planner=planner)]
+                  ProgressEstimate(config, verbose, planner=planner)]
     if verbose == 2:
         callbacks.append(EpochLine(planner))
     if chief:  # only the chief writes files; the other workers train in lockstep
@@ -521,7 +523,7 @@ def _callbacks(config: TrainConfig, run_dir: Path, state: dict, chief: bool, val
 def choose_postprocessing(run_dir: Path, validation: Validation, min_object_size: int, verbose: int) -> dict:
     """Choose the objects' post-processing on the validation images with the best model
     (:func:`keras_unet.postprocess.choose`) and record it in the run."""
-    from keras_unet import postprocess, runs
+    from keras_unet import postprocess
 
     model = inference.load_model(run_dir)
     probabilities = [tiling.predict_tiled(model, image, tile=validation.tile) for image in validation.images]

@@ -1,6 +1,5 @@
 """Two MultiWorkerMirroredStrategy workers on 127.0.0.1 (CPU) train in lockstep."""
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -49,7 +48,7 @@ def load(path):
 
 def run_workers(config, tmp_path, tries: int = 3):
     """Both workers' outputs; a cluster whose port was taken meanwhile is started again."""
-    for attempt in range(tries):
+    for _ in range(tries):
         cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]}
         workers = [start(config, tmp_path / f"run{i}", tmp_path / f"w{i}.npz",
                          {"cluster": cluster, "task": {"type": "worker", "index": i}}) for i in range(2)]
@@ -76,9 +75,10 @@ def test_two_workers_train_in_sync_and_match_one_process(tmp_path):
     single = start({**CONFIG, "batch_size": 4}, tmp_path / "single", tmp_path / "single.npz")
     out = single.communicate(timeout=300)[0]
     assert single.returncode == 0, out[-3000:]
-    # the initial weights: the model fit builds, seeded as fit seeds it (8-bit synthetic data)
-    keras.utils.set_random_seed(CONFIG["seed"] if "seed" in CONFIG else 0)
-    initial_model = train.build_model(train.TrainConfig(**CONFIG), 1, (0.0, 255.0))
+    # the initial weights: the model fit builds (percentile-normalised input: no input range), seeded as fit seeds it
+    config = train.TrainConfig(**CONFIG)
+    keras.utils.set_random_seed(config.seed)
+    initial_model = train.build_model(config, 1, None)
     np.savez(tmp_path / "init.npz", *[np.asarray(w) for w in initial_model.weights])
 
     chief, other = load(tmp_path / "w0.npz"), load(tmp_path / "w1.npz")

@@ -1,6 +1,5 @@
 """Objects from probabilities, and object-level metrics against brute-force references."""
 import itertools
-from pathlib import Path
 
 import numpy as np
 import pytest

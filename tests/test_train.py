@@ -233,7 +233,7 @@ def test_a_run_folder_from_before_normalisation_loads_predicts_and_resumes(tmp_p
     """A run made before per-image normalisation: fixed 0-255 range in the model's first layer, a config.json without
     the new settings. It predicts as before (raw values through its Rescaling layer) and resumes
     with its own settings, not the new defaults."""
-    from keras_unet import inference, synthetic, tiling
+    from keras_unet import inference, runs, synthetic, tiling
 
     run = tmp_path / "old"
     train.fit(train.TrainConfig(**TINY, normalization="range", select_on="loss"), run, verbose=0)
@@ -255,4 +255,4 @@ def test_a_run_folder_from_before_normalisation_loads_predicts_and_resumes(tmp_p
     assert state["epoch"] == 3 and state["selected_on"] == "val_loss"
     resumed = inference.load_model(run / "last.keras")
     assert inference.unet_config(resumed)["percentiles"] is None and resumed.get_layer("normalize")
-    assert inference.run_min_size(run) is None
+    assert runs.min_object_size(run) is None
