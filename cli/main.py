@@ -192,6 +192,15 @@ def _verbosity() -> int:
 # -- predict -----------------------------------------------------------------------------------
 
 
+def engine_option(fn):
+    from keras_unet.engines import ENGINES
+
+    return click.option("--engine", type=click.Choice(ENGINES), default="auto", show_default=True,
+                        help="What runs the network: TensorFlow, or ONNX Runtime ([onnx] extra) on the network "
+                             "converted once and cached; auto: the faster here, measured on first use of a job "
+                             "long enough to pay for the conversion.")(fn)
+
+
 def run_postprocessing(model_path, threshold, min_size, split, announce: bool = True):
     """``(threshold, min_size, split)``: the options given, the rest from the run's record
     (:func:`keras_unet.runs.postprocessing`), said in one line."""
@@ -230,8 +239,9 @@ def run_postprocessing(model_path, threshold, min_size, split, announce: bool = 
                    "choice, else none].")
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=None,
               help="Two classes: object where p >= threshold [the run's choice on its validation data, else argmax].")
+@engine_option
 @user_errors
-def predict(model_path, inputs, out_dir, tile, batch_size, memory_mb, tta, kind, min_size, split, threshold):
+def predict(model_path, inputs, out_dir, tile, batch_size, memory_mb, tta, kind, min_size, split, threshold, engine):
     """Segment images of any size with overlap-tile prediction (each page of a stack)."""
     from keras_unet import data, inference
     from keras_unet.files import ensure_writable_folder
@@ -242,10 +252,12 @@ def predict(model_path, inputs, out_dir, tile, batch_size, memory_mb, tta, kind,
                                                     announce=kind == "instances")
     files = [f for path in inputs for f in data.find_images(path)]
     for number, path in enumerate(files, start=1):
-        job = inference.PredictionJob(model, path, tile=tile, batch_size=batch_size, memory_mb=memory_mb, tta=tta)
+        job = inference.PredictionJob(model, path, tile=tile, batch_size=batch_size, memory_mb=memory_mb, tta=tta,
+                                      engine=engine)
         for warning in job.warnings:
             click.echo(f"warning: {warning}", err=True)
-        label = f"[{number}/{len(files)}] {path.name} ({len(job.pages)} page{'s' * (len(job.pages) > 1)}, tiles)"
+        label = (f"[{number}/{len(files)}] {path.name} ({len(job.pages)} page{'s' * (len(job.pages) > 1)}, tiles, "
+                 f"{job.engine})")
         with click.progressbar(length=job.total_tiles, label=label, show_pos=True) as bar:
             written = job.run(Path(out_dir), kind, threshold=threshold, min_size=min_size, split=split,
                               progress=bar.update)
@@ -275,8 +287,10 @@ def predict(model_path, inputs, out_dir, tile, batch_size, memory_mb, tta, kind,
 @click.option("--calibrate", is_flag=True, default=False,
               help="First choose the post-processing (threshold, min size, split) that scores best on these "
                    "labelled images and write it into the run folder, as fit does on its validation images.")
+@engine_option
 @user_errors
-def evaluate(model_path, data_dir, out_dir, tile, batch_size, tta, threshold, sweep, min_size, split, calibrate):
+def evaluate(model_path, data_dir, out_dir, tile, batch_size, tta, threshold, sweep, min_size, split, calibrate,
+             engine):
     """Pixel error, ISBI 2012 Rand / warping error, V_Rand, V_Info, adapted Rand, IoU, Dice, SEG."""
     from keras_unet import data, inference, runs
     from keras_unet.files import ensure_writable_folder
@@ -292,7 +306,8 @@ def evaluate(model_path, data_dir, out_dir, tile, batch_size, tta, threshold, sw
             raise InputError(f"{model_path}: --calibrate writes its choice into a run folder (with config.json); "
                              "give a run folder or a model inside one")
         with click.progressbar(pairs, label="predicting") as bar:
-            pages = [page for pair in bar for page in inference.predicted_pages(model, [pair], tile, batch_size, tta)]
+            pages = [page for pair in bar
+                     for page in inference.predicted_pages(model, [pair], tile, batch_size, tta, engine=engine)]
         chosen = inference.calibrate(pages, typical_min_size=runs.min_object_size(model_path) or 0)
         runs.update_record(run_dir, postprocessing={**chosen, "data": str(data_dir)})
         click.echo(f"calibrated on {chosen['images']} page(s) of {data_dir}: DSB score {chosen['value']:.4f} "
@@ -302,7 +317,7 @@ def evaluate(model_path, data_dir, out_dir, tile, batch_size, tta, threshold, sw
     with click.progressbar(pairs if pages is None else pages, label="evaluating") as bar:
         for item in bar:
             for page in ([item] if pages is not None else
-                         inference.predicted_pages(model, [item], tile, batch_size, tta)):
+                         inference.predicted_pages(model, [item], tile, batch_size, tta, engine=engine)):
                 rows.append(inference.evaluate_page(page, threshold=threshold, sweep=sweep, min_size=min_size,
                                                     split=split,
                                                     warn=lambda message: click.echo(f"\nwarning: {message}", err=True)))

@@ -31,6 +31,31 @@ def require_converter() -> None:
         raise ExportError(f"ONNX export needs {' and '.join(missing)}: pip install 'unet-paper-keras[onnx]'")
 
 
+def _tf2onnx(saved_model: Path, signature: str, target: Path) -> None:
+    """Convert one signature of a SavedModel with tf2onnx, in a subprocess."""
+    done = subprocess.run([sys.executable, "-m", "tf2onnx.convert", "--saved-model", str(saved_model),
+                           "--signature_def", signature, "--opset", str(OPSET), "--output", str(target)],
+                          capture_output=True, text=True, env=child_env())
+    if done.returncode != 0 or not Path(target).is_file():
+        lines = [line for line in done.stderr.splitlines() if "Error" in line] or done.stderr.splitlines()[-1:]
+        raise ExportError(f"tf2onnx could not convert the {signature} signature: {lines[-1] if lines else 'no output'}")
+
+
+def convert_signature(model, target, signature: str = "serving_default", tile: int | None = None) -> Path:
+    """Write one signature of the model's SavedModel export as ONNX to ``target`` (the caller
+    publishes it: :mod:`keras_unet.engines` renames it into its cache)."""
+    from keras_unet.export.savedmodel import save_module
+
+    require_converter()
+    workdir = Path(tempfile.mkdtemp(prefix="keras-unet-onnx-"))
+    try:
+        save_module(model, workdir / "saved_model", tile, signatures=(signature,))
+        _tf2onnx(workdir / "saved_model", signature, Path(target))
+        return Path(target)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def export_onnx(model, out_dir, name: str = "unet", tile: int | None = None) -> list[Path]:
     """Write both ONNX files (see the module docstring); returns their paths, tiles first."""
     from keras_unet.export.savedmodel import save_module
@@ -41,15 +66,9 @@ def export_onnx(model, out_dir, name: str = "unet", tile: int | None = None) -> 
     try:
         save_module(model, workdir / "saved_model", tile)
         converted = {}
-        for signature, pattern in FILES.items():
-            target = workdir / f"{signature}.onnx"
-            done = subprocess.run([sys.executable, "-m", "tf2onnx.convert", "--saved-model", str(workdir / "saved_model"),
-                                   "--signature_def", signature, "--opset", str(OPSET), "--output", str(target)],
-                                  capture_output=True, text=True, env=child_env())
-            if done.returncode != 0 or not target.is_file():
-                lines = [line for line in done.stderr.splitlines() if "Error" in line] or done.stderr.splitlines()[-1:]
-                raise ExportError(f"tf2onnx could not convert the {signature} signature: {lines[-1] if lines else 'no output'}")
-            converted[signature] = target
+        for signature in FILES:
+            converted[signature] = workdir / f"{signature}.onnx"
+            _tf2onnx(workdir / "saved_model", signature, converted[signature])
         written = []
         for signature, pattern in FILES.items():  # publish only when both converted
             final = out_dir / pattern.format(name=name)
@@ -59,4 +78,3 @@ def export_onnx(model, out_dir, name: str = "unet", tile: int | None = None) -> 
         return written
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-

@@ -31,7 +31,7 @@ from keras_unet.files import atomic_directory
 from keras_unet.model import network_of, unet_config
 from keras_unet.model import exported_forward
 from keras_unet.normalize import percentile_normalize_tf
-from keras_unet.tiling import mirror_index, tile_plan
+from keras_unet.sizes import mirror_index, prediction_plan
 
 SIGNATURES = ("serving_default", "segment", "instances")
 
@@ -53,7 +53,7 @@ class UNetServing(tf.Module):
         network = network_of(model)
         self._network = lambda tiles: network(tiles, training=False)
         self.percentiles = config["percentiles"]
-        self.plan = tile_plan(tile, config["depth"], config["padding"])
+        self.plan = prediction_plan(tile, config["depth"], config["padding"])
         self.channels = config["in_channels"]
         self.smallest = sizes.smallest_valid_input(config["depth"], config["padding"])
         self.size_step = sizes.size_step(config["depth"])

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
-from keras_unet.tiling import mirror_index  # the one mirror rule, shared with tiling and export
+from keras_unet.sizes import mirror_index  # the one mirror rule, shared with the export
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -222,7 +221,9 @@ def target_and_weights(mask: np.ndarray, params: WeightParams = WeightParams()) 
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("KERAS_UNET_CACHE", Path.home() / ".cache" / "keras-unet")) / "weights"
+    from keras_unet.files import cache_root
+
+    return cache_root() / "weights"
 
 
 def cached_targets(mask_path: Path, params: WeightParams, cache_dir: Path | None) -> tuple[list, list, str]:

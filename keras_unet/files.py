@@ -98,3 +98,9 @@ def remove_stale_temporaries(folder) -> list[Path]:
             shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
             removed.append(entry)
     return removed
+
+
+def cache_root() -> Path:
+    """Where the project caches what it computes once (weight maps, converted networks, engine
+    measurements): ``$KERAS_UNET_CACHE``, else ``~/.cache/keras-unet``."""
+    return Path(os.environ.get("KERAS_UNET_CACHE", Path.home() / ".cache" / "keras-unet"))

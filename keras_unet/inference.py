@@ -81,9 +81,10 @@ def check_image(image: np.ndarray, config: dict, source) -> list[str]:
 
 
 def predict_probabilities(model, image: np.ndarray, tile=None, batch_size: int = 1, tta: int = 1, progress=None,
-                          memory_mb: int = 4096):
-    """``(H, W, n_classes)`` probabilities with overlap-tile prediction and optional TTA (1-8)."""
-    options = dict(tile=tile, batch_size=batch_size, progress=progress, memory_mb=memory_mb)
+                          memory_mb: int = 4096, engine: str = "tensorflow"):
+    """``(H, W, n_classes)`` probabilities with overlap-tile prediction and optional TTA (1-8),
+    the network run by ``engine`` (:mod:`keras_unet.engines`)."""
+    options = dict(tile=tile, batch_size=batch_size, progress=progress, memory_mb=memory_mb, engine=engine)
     if tta > 1:
         return tiling.predict_tta(model, image, tta, **options)
     return tiling.predict_tiled(model, image, **options)
@@ -135,7 +136,8 @@ class PredictionJob:
     bar) before the work starts.
     """
 
-    def __init__(self, model, path, tile=None, batch_size: int = 1, memory_mb: int = 4096, tta: int = 1):
+    def __init__(self, model, path, tile=None, batch_size: int = 1, memory_mb: int = 4096, tta: int = 1,
+                 engine: str = "tensorflow"):
         config = unet_config(model)
         self.model, self.path, self.batch_size, self.tta, self.memory_mb = model, Path(path), batch_size, tta, memory_mb
         self.pages = data.read_pages(path)
@@ -143,6 +145,9 @@ class PredictionJob:
         self.tiles = [tiling.resolve_tile(model, page.shape, tile, batch_size, memory_mb) for page in self.pages]
         self.total_tiles = tta * sum(tiling.count_tiles(page.shape, t, config["depth"], config["padding"])
                                      for page, t in zip(self.pages, self.tiles))
+        # one engine for the file, chosen for its first page's tiles and the whole job's count
+        self.engine = tiling.resolve_engine(model, self.pages[0].shape, engine, self.tiles[0], batch_size, memory_mb,
+                                            tiles=self.total_tiles)
 
     def run(self, out_dir: Path, kind: str, threshold: float | None = None, min_size: int = 0,
             split: str | None = None, progress=None) -> Path:
@@ -150,7 +155,7 @@ class PredictionJob:
         outputs = []
         for page, tile in zip(self.pages, self.tiles):
             probabilities = predict_probabilities(self.model, page, tile, self.batch_size, self.tta, progress,
-                                                  self.memory_mb)
+                                                  self.memory_mb, self.engine)
             if kind == "instances":
                 outputs.append(instances(probabilities, threshold=threshold, min_size=min_size, split=split))
             elif kind == "probabilities":
@@ -185,7 +190,8 @@ class PredictedPage:
     true_instances: np.ndarray  # (H, W) instance labels
 
 
-def predicted_pages(model, pairs, tile=None, batch_size: int = 1, tta: int = 1, progress=None):
+def predicted_pages(model, pairs, tile=None, batch_size: int = 1, tta: int = 1, progress=None,
+                    engine: str = "tensorflow"):
     """:class:`PredictedPage` of every page of ``(image, mask)`` file pairs, checked, one at a time."""
     config = unet_config(model)
     for image_path, mask_path in pairs:
@@ -196,7 +202,8 @@ def predicted_pages(model, pairs, tile=None, batch_size: int = 1, tta: int = 1, 
             truth, true_instances = true_objects(mask, f"{mask_path}{suffix}")
             check_image(image, config, image_path)
             yield PredictedPage(image_path.name + suffix, f"{mask_path}{suffix}",
-                                predict_probabilities(model, image, tile, batch_size, tta, progress), truth,
+                                predict_probabilities(model, image, tile, batch_size, tta, progress, engine=engine),
+                                truth,
                                 true_instances)
 
 

@@ -133,7 +133,7 @@ def validation_tile(dataset: Dataset, tile: int, depth: int = 5, padding: str = 
     image within ``memory_mb`` (never smaller than the training ``tile``), so validation costs about
     what predicting those images costs, whatever the training tile (a 188 px training tile would
     cut one 512x512 image into 16,384 tiles of 4x4 outputs)."""
-    from keras_unet.tiling import default_tile
+    from keras_unet.sizes import default_tile
 
     if not len(dataset):
         return tile

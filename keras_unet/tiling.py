@@ -15,58 +15,11 @@ import weakref
 import numpy as np
 
 from keras_unet import sizes
-from keras_unet.sizes import TilePlan
 from keras_unet.errors import SettingsError
 from keras_unet.model import network_of, unet_config
 
 
-def tile_plan(tile: int, depth: int = 5, padding: str = "valid") -> TilePlan:
-    """The :class:`keras_unet.sizes.TilePlan` of a tile for overlap-tile prediction, which needs
-    kept outputs of at least the pooling alignment (``2**(depth-1)`` px) to step by."""
-    plan = sizes.tile_plan(tile, depth, padding)
-    if plan.step < sizes.size_step(depth):
-        smallest = sizes.input_size_for_output(sizes.size_step(depth), depth, padding)
-        raise sizes.InvalidSizeError(f"tile {tile} px gives {plan.kept} px outputs, less than the "
-                                     f"{sizes.size_step(depth)} px pooling alignment of overlap-tile prediction; "
-                                     f"use a tile of at least {smallest} px")
-    return plan
-
-
-def estimate_tile_bytes(tile: int, base_filters: int, batch_size: int = 1) -> int:
-    """Rough peak memory (bytes) of one forward pass: about 32 float32 maps of the first level's
-    size (measured: 3.7 GB above the process baseline for a 700 px tile at base 64)."""
-    return int(32 * tile * tile * base_filters * 4 * batch_size)
-
-
-def default_tile(image_shape, depth: int = 5, padding: str = "valid", base_filters: int = 64,
-                 batch_size: int = 1, memory_mb: int = 4096) -> int:
-    """The largest valid tile within ``memory_mb`` that is not larger than the image needs."""
-    longest = max(image_shape[:2])
-    smallest = sizes.input_size_for_output(sizes.size_step(depth), depth, padding)
-    candidates = [s for s in sizes.valid_input_sizes(4 * longest + 1024, depth, padding) if s >= smallest]
-    best = candidates[0]
-    for tile in candidates:
-        if estimate_tile_bytes(tile, base_filters, batch_size) > memory_mb * 2**20:
-            break
-        best = tile
-        if tile_plan(tile, depth, padding).kept >= longest:
-            break
-    return best
-
-
-def mirror_index(index, n):
-    """Integer indices (a tensor) mirrored into ``[0, n)`` as ``np.pad(mode="reflect")`` pads:
-    the one mirror rule of tiling, augmentation and the SavedModel's in-graph tiling. Works for
-    pads larger than the image, which ``tf.pad``'s REFLECT refuses."""
-    import tensorflow as tf
-
-    n = tf.cast(n, index.dtype)
-    period = tf.maximum(2 * (n - 1), 1)
-    index = tf.math.floormod(tf.abs(index), period)
-    return tf.where(index >= n, period - index, index)
-
-
-def _padded(image: np.ndarray, plan: TilePlan, rows: int, cols: int) -> np.ndarray:
+def _padded(image: np.ndarray, plan: sizes.TilePlan, rows: int, cols: int) -> np.ndarray:
     """Mirror-pad ``image`` (H, W, C) so tiles with origins up to (rows, cols) fit."""
     height, width = image.shape[:2]
     bottom = rows + plan.input_size - plan.margin - height
@@ -82,17 +35,42 @@ def _as_hwc(image: np.ndarray) -> np.ndarray:
 _XLA_FORWARD = weakref.WeakKeyDictionary()
 
 
-def forward_function(model, jit_compile: bool = False):
-    """``tiles (B, S, S, C) -> probabilities`` as numpy; with ``jit_compile`` through XLA (compiled
-    once per model and tile shape)."""
+def forward_function(model, jit_compile: bool = False, engine: str = "tensorflow"):
+    """``tiles (B, S, S, C) -> probabilities`` as numpy through ``engine`` (``tensorflow`` or
+    ``onnxruntime``, :mod:`keras_unet.engines`); with ``jit_compile`` through XLA (compiled once
+    per model and tile shape)."""
     if not jit_compile:
-        return lambda tiles: np.asarray(model.predict_on_batch(tiles))
+        from keras_unet.engines import forward_function as engine_forward
+
+        return engine_forward(model, engine)
     if model not in _XLA_FORWARD:
         import tensorflow as tf
 
         _XLA_FORWARD[model] = tf.function(lambda tiles: model(tiles, training=False), jit_compile=True)
     compiled = _XLA_FORWARD[model]
     return lambda tiles: compiled(tiles).numpy()
+
+
+def prediction_network(model, config: dict | None = None):
+    """What sees the tiles: a percentile-normalising model's nested network (the image is
+    normalised whole before tiling), else the model itself."""
+    config = config or unet_config(model)
+    return model if config["percentiles"] is None else network_of(model)
+
+
+def resolve_engine(model, image_shape, engine: str = "auto", tile: int | None = None, batch_size: int = 1,
+                   memory_mb: int = 4096, tiles: int | None = None) -> str:
+    """The engine :func:`predict_tiled` would run for an image of ``image_shape`` (``tiles``: the
+    job's tiles in all, default this image's), for a caller to say which one ran."""
+    config = unet_config(model)
+    if engine == "tensorflow":
+        return engine
+    from keras_unet import engines
+
+    size = resolve_tile(model, image_shape, tile, batch_size, memory_mb)
+    count = tiles or count_tiles(image_shape, size, config["depth"], config["padding"])
+    return engines.resolve(prediction_network(model, config), engine,
+                           (min(batch_size, count), size, size, config["in_channels"]), -(-count // batch_size))
 
 
 def normalized_input(model, image: np.ndarray, config: dict):
@@ -107,26 +85,34 @@ def normalized_input(model, image: np.ndarray, config: dict):
 
 
 def predict_tiled(model, image: np.ndarray, tile: int | None = None, batch_size: int = 1,
-                  progress=None, memory_mb: int = 4096, jit_compile: bool = False) -> np.ndarray:
+                  progress=None, memory_mb: int = 4096, jit_compile: bool = False,
+                  engine: str = "tensorflow") -> np.ndarray:
     """Class probabilities ``(H, W, n_classes)`` float32 of ``image`` ``(H, W)`` or ``(H, W, C)``.
 
     ``tile`` defaults to the largest valid tile within ``memory_mb`` that the image needs: on a
     CPU one large tile beats several small ones (benchmarks/results/inference.md).
     ``progress``, if given, is called with the number of tiles done after each batch.
     A percentile-normalising model has the whole image normalised first, then its nested network
-    sees the tiles: the statistics are the image's, whatever the tile.
+    sees the tiles: the statistics are the image's, whatever the tile. ``engine``: what runs the
+    network on the tiles (``tensorflow``, ``onnxruntime`` or ``auto``: :func:`keras_unet.engines.resolve`).
     """
     config = unet_config(model)
     depth, padding = config["depth"], config["padding"]
     image, model = normalized_input(model, image, config)
     height, width = image.shape[:2]
-    plan = tile_plan(resolve_tile(model, image.shape, tile, batch_size, memory_mb), depth, padding)
+    plan = sizes.prediction_plan(resolve_tile(model, image.shape, tile, batch_size, memory_mb), depth, padding)
     rows, cols = plan.origins(height), plan.origins(width)
     padded = _padded(image, plan, rows[-1], cols[-1])
     keep = slice(plan.keep_from, plan.keep_from + plan.kept)
     result = np.zeros((rows[-1] + plan.kept, cols[-1] + plan.kept, config["n_classes"]), np.float32)
     origins = [(r, c) for r in rows for c in cols]
-    forward = forward_function(model, jit_compile)
+    if engine != "tensorflow" and not jit_compile:
+        from keras_unet import engines
+
+        batches = -(-len(origins) // batch_size)
+        engine = engines.resolve(model, engine, (min(batch_size, len(origins)), plan.input_size, plan.input_size,
+                                                 image.shape[-1]), batches)
+    forward = forward_function(model, jit_compile, engine)
     for start in range(0, len(origins), batch_size):
         batch = origins[start : start + batch_size]
         tiles = np.stack([padded[r : r + plan.input_size, c : c + plan.input_size] for r, c in batch])
@@ -143,14 +129,14 @@ def resolve_tile(model, image_shape, tile: int | None = None, batch_size: int = 
     :func:`default_tile` for this model and image."""
     config = unet_config(model)
     if not tile:
-        return default_tile(image_shape, config["depth"], config["padding"], config["base_filters"], batch_size,
+        return sizes.default_tile(image_shape, config["depth"], config["padding"], config["base_filters"], batch_size,
                             memory_mb)
     sizes.check_input_size(tile, config["depth"], config["padding"])
     budget = memory_mb * 2**20
-    needed = estimate_tile_bytes(tile, config["base_filters"], batch_size)
+    needed = sizes.estimate_tile_bytes(tile, config["base_filters"], batch_size)
     if needed > budget:
         fits = [s for s in sizes.valid_input_sizes(tile, config["depth"], config["padding"])
-                if estimate_tile_bytes(s, config["base_filters"], batch_size) <= budget]
+                if sizes.estimate_tile_bytes(s, config["base_filters"], batch_size) <= budget]
         advice = f"use --tile {fits[-1]} or smaller" if fits else "lower --batch-size"
         raise SettingsError(f"--tile {tile} with --batch-size {batch_size} needs about {needed / 2**30:.1f} GB, "
                             f"over --memory-mb {memory_mb}; {advice} (or raise --memory-mb)")
@@ -159,7 +145,7 @@ def resolve_tile(model, image_shape, tile: int | None = None, batch_size: int = 
 
 def count_tiles(image_shape, tile: int, depth: int = 5, padding: str = "valid") -> int:
     """Number of tiles :func:`predict_tiled` cuts an image into."""
-    plan = tile_plan(tile, depth, padding)
+    plan = sizes.prediction_plan(tile, depth, padding)
     return len(plan.origins(image_shape[0])) * len(plan.origins(image_shape[1]))
 
 

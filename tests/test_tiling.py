@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_unet import tiling
+from keras_unet import sizes, tiling
 from keras_unet.model import unet
 
 
@@ -17,12 +17,12 @@ def test_tiled_equals_whole_image(tiny_model, rng, shape, tile, n_tiles):
 
 
 def test_too_small_tile_is_a_clear_error():
-    with pytest.raises(tiling.sizes.InvalidSizeError, match="use a tile of at least 204 px"):
-        tiling.tile_plan(188)
+    with pytest.raises(sizes.InvalidSizeError, match="use a tile of at least 204 px"):
+        sizes.prediction_plan(188)
 
 
 def test_tile_steps_keep_pooling_aligned():
-    plan = tiling.tile_plan(572)
+    plan = sizes.prediction_plan(572)
     assert (plan.output_size, plan.margin, plan.step) == (388, 92, 384)
     assert plan.step % 16 == 0
 
@@ -63,11 +63,11 @@ def test_tta_averages_dihedral_views(tiny_model, rng):
 
 
 def test_default_tile_respects_memory_and_image():
-    assert tiling.default_tile((100, 100), base_filters=64) == 284  # output 100 covers the image
-    assert tiling.default_tile((512, 512), base_filters=64) == 700  # one tile: fastest on a CPU
-    small_budget = tiling.default_tile((4096, 4096), base_filters=64, memory_mb=512)
-    assert tiling.estimate_tile_bytes(small_budget, 64) <= 512 * 2**20 < tiling.estimate_tile_bytes(small_budget + 16, 64)
-    assert small_budget < tiling.default_tile((4096, 4096), base_filters=64, memory_mb=4096)
+    assert sizes.default_tile((100, 100), base_filters=64) == 284  # output 100 covers the image
+    assert sizes.default_tile((512, 512), base_filters=64) == 700  # one tile: fastest on a CPU
+    small_budget = sizes.default_tile((4096, 4096), base_filters=64, memory_mb=512)
+    assert sizes.estimate_tile_bytes(small_budget, 64) <= 512 * 2**20 < sizes.estimate_tile_bytes(small_budget + 16, 64)
+    assert small_budget < sizes.default_tile((4096, 4096), base_filters=64, memory_mb=4096)
 
 
 def test_xla_forward_matches(tiny_model, rng):
@@ -81,8 +81,8 @@ def test_the_model_sees_one_batch_of_tiles_at_a_time(tiny_model, rng, monkeypatc
     seen = []
     original = tiling.forward_function
 
-    def recording(model, jit_compile=False):
-        forward = original(model, jit_compile)
+    def recording(model, jit_compile=False, engine="tensorflow"):
+        forward = original(model, jit_compile, engine)
         return lambda tiles: seen.append(tiles.shape) or forward(tiles)
 
     monkeypatch.setattr(tiling, "forward_function", recording)

@@ -1,0 +1,99 @@
+"""The engines that run the network: ONNX Runtime against TensorFlow on real images of odd sizes,
+the conversion cache (keyed by the weights, never stale, never half-written), and auto's choice."""
+import json
+
+import keras
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from keras_unet import data, engines, tiling
+from keras_unet.cli.main import main
+from keras_unet.errors import SettingsError
+
+from conftest import shared_data
+
+
+@pytest.fixture(scope="module")
+def converted(model_file, tmp_path_factory):
+    """The session's tiny model and its network converted once, in a module-wide cache."""
+    cache = tmp_path_factory.mktemp("engine-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KERAS_UNET_CACHE", str(cache))
+        model = keras.models.load_model(model_file)
+        path = engines.onnx_file(tiling.prediction_network(model))
+    return model, path, cache
+
+
+def test_onnxruntime_equals_tensorflow_on_real_images_of_odd_sizes(converted, monkeypatch):
+    model, _, cache = converted
+    monkeypatch.setenv("KERAS_UNET_CACHE", str(cache))
+    isbi = data.read_image(shared_data("isbi2012", "train", "image", "07.png"))
+    for image in (isbi[:203, :317], isbi[101:350, 33:290]):
+        expected = tiling.predict_tiled(model, image, tile=220, batch_size=2)
+        got = tiling.predict_tiled(model, image, tile=220, batch_size=2, engine="onnxruntime")
+        assert got.shape == expected.shape == image.shape + (2,)
+        np.testing.assert_allclose(got, expected, atol=1e-4)
+        assert np.abs(expected[..., 1] - 0.5).max() > 1e-3  # not a flat output that any engine would match
+
+
+def test_the_cache_is_keyed_by_the_weights_and_never_half_written(converted, monkeypatch):
+    model, path, cache = converted
+    monkeypatch.setenv("KERAS_UNET_CACHE", str(cache))
+    network = tiling.prediction_network(model)
+    assert path.parent == cache / "onnx" and path.stem == engines.network_key(network)
+    before = path.stat().st_mtime_ns
+    assert engines.onnx_file(network) == path and path.stat().st_mtime_ns == before  # converted once
+    (path.parent / f".{path.name}.999999.tmp.onnx").write_bytes(b"half")  # a killed conversion's leftover
+    changed = keras.models.clone_model(network)
+    changed.set_weights([w + 0.01 for w in network.get_weights()])
+    assert engines.network_key(changed) != engines.network_key(network)  # other weights, other file
+    assert engines.network_key(keras.models.clone_model(network)) != engines.network_key(network)  # random init
+    same = keras.models.clone_model(network)
+    same.set_weights(network.get_weights())
+    assert engines.network_key(same) == engines.network_key(network)
+
+
+def test_auto_keeps_tensorflow_for_small_jobs_and_follows_a_measurement(converted, tmp_path, monkeypatch):
+    model, _, cache = converted
+    network = tiling.prediction_network(model)
+    monkeypatch.setenv("KERAS_UNET_CACHE", str(tmp_path))  # nothing converted or measured here
+    assert engines.resolve(network, "auto", (1, 220, 220, 1), n_batches=2) == "tensorflow"
+    assert not (tmp_path / "onnx").exists()  # a small job pays no conversion
+    monkeypatch.setattr(engines, "CONVERSION_PAYS_AFTER", 0.0)  # any job is long enough now
+    monkeypatch.setenv("KERAS_UNET_CACHE", str(cache))
+    result = engines.measure(network, (1, 220, 220, 1), repeat=1)
+    assert set(result["seconds"]) == {"tensorflow", "onnxruntime"}
+    assert result["engine"] == min(result["seconds"], key=result["seconds"].get)
+    recorded = json.loads((cache / "engines.json").read_text())
+    assert any(entry["engine"] == result["engine"] for entry in recorded.values())
+    assert engines.resolve(network, "auto", (1, 220, 220, 1), n_batches=2) == result["engine"]
+    # what was measured for this machine only: another CPU model measures again
+    monkeypatch.setattr(engines, "machine_key", lambda: "another cpu / 2 threads")
+    assert engines.measured_choice(network, (1, 220, 220, 1)) is None
+
+
+def test_predict_says_which_engine_ran_and_an_unknown_or_missing_one_is_one_line(converted, tmp_path, monkeypatch):
+    import importlib.util
+
+    model, _, cache = converted
+    monkeypatch.setenv("KERAS_UNET_CACHE", str(cache))
+    path = tmp_path / "m.keras"
+    model.save(path)
+    image = np.random.default_rng(0).gamma(2.0, 30.0, (61, 97)).astype(np.uint8)
+    data.write_image(tmp_path / "a.png", image)
+    outputs = {}
+    for engine in ("tensorflow", "onnxruntime"):
+        result = CliRunner().invoke(main, ["predict", str(path), str(tmp_path / "a.png"), "--format", "probabilities",
+                                           "--tile", "220", "--engine", engine, "--out", str(tmp_path / engine)])
+        assert result.exit_code == 0, result.output
+        assert f"tiles, {engine})" in result.output
+        outputs[engine] = data.read_image(tmp_path / engine / "a_probabilities.tif")
+    np.testing.assert_allclose(outputs["onnxruntime"], outputs["tensorflow"], atol=1e-4)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    result = CliRunner().invoke(main, ["predict", str(path), str(tmp_path / "a.png"), "--engine", "onnxruntime",
+                                       "--out", str(tmp_path / "none")])
+    assert result.exit_code == 2 and "pip install 'unet-paper-keras[onnx]'" in result.output
+    with pytest.raises(SettingsError, match="--engine must be one of"):
+        engines.check_engine("openvino")
