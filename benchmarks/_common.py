@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -21,13 +20,9 @@ def best_of(fn, repeat: int = 3, number: int = 1) -> float:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{os.cpu_count()} cores, {cpu}"
+    from keras_unet.engines import cpu_model
+
+    return f"{os.cpu_count()} cores, {cpu_model()}"
 
 
 def write_table(name: str, title: str, command: str, header: list[str], rows: list[list], notes: str = "") -> Path:

@@ -112,7 +112,7 @@ def main():
     run_dir = Path(args.run) if args.run else Path(args.runs) / f"dsb-{time.strftime('%H%M%S')}"
     if not args.run:
         start = time.perf_counter()
-        train.fit(config, run_dir, verbose=1, datasets=(train_set, val_set))
+        train.fit(config, run_dir, verbose=2, datasets=(train_set, val_set))
         print(f"trained in {(time.perf_counter() - start) / 60:.1f} min -> {run_dir}", file=sys.stderr, flush=True)
     areas = np.concatenate([np.bincount(weights.instances_from_binary(t == 1).ravel())[1:] for t in train_set.targets])
     min_distance = max(3, int(0.5 * np.sqrt(np.median(areas) / np.pi)))  # as benchmarks/quality.py

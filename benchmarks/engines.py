@@ -121,7 +121,8 @@ def main():
         gemm[threads] = child(threads, 0)
         for name, rate in gemm[threads].items():
             rows.append([f"GEMM 2048^2 float32, {threads} thread(s)", name, "-", f"{rate:.0f}",
-                         f"{rate / cpu['peak'] * threads / all_threads:.0%} of the peak's share", "-"])
+                         f"{rate / (cpu['peak'] * threads / all_threads):.0%} of the peak of {threads} thread(s)",
+                         "-"])
     batches = [1] if args.quick else [1, 4]
     for threads in thread_counts:
         best_gemm = max(gemm[threads].values())

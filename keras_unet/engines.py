@@ -96,15 +96,21 @@ def tensorflow_forward(network):
 FORWARDS = {"tensorflow": tensorflow_forward, "onnxruntime": onnx_forward}
 
 
-def machine_key() -> str:
-    """CPU model and thread count: what an engine's measurement holds for."""
-    cpu = "unknown"
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), or the platform's processor string."""
+    import platform
+
     try:
         with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+            return next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
     except (OSError, StopIteration):
-        pass
-    return f"{cpu} / {len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()} threads"
+        return platform.processor() or platform.machine()
+
+
+def machine_key() -> str:
+    """CPU model and thread count: what an engine's measurement holds for."""
+    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{cpu_model()} / {threads} threads"
 
 
 def _choices_file() -> Path:
