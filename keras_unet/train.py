@@ -91,7 +91,7 @@ def build_model(config: TrainConfig, channels: int, input_range) -> keras.Model:
 
 
 def selection_metric(config: TrainConfig, has_validation: bool) -> str:
-    """The log key that picks the best model: ``val_object_f1`` (:class:`ValidationObjects`),
+    """The log key that picks the best model: ``val_object_f1`` (:class:`Validation`),
     ``val_iou`` (the foreground IoU metric on the validation tiles) or ``val_loss``; ``loss``
     without validation data."""
     if not has_validation:
