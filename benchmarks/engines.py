@@ -1,4 +1,4 @@
-"""The engines side by side on this CPU: TensorFlow and ONNX Runtime running the same network on
+"""The engines side by side on this CPU: TensorFlow, ONNX Runtime and OpenVINO running the same network on
 the same tiles, against the best measured GEMM of each library and a theoretical peak computed
 from this CPU's topology and flags.
 
@@ -63,9 +63,16 @@ else:
     flops = batch * model_flops(network, tile)
     options = onnxruntime.SessionOptions(); options.intra_op_num_threads = threads
     session = onnxruntime.InferenceSession(str(engines.onnx_file(network)), options, providers=["CPUExecutionProvider"])
-    seconds = {"tensorflow": best(lambda: network.predict_on_batch(tiles)),
-               "onnxruntime": best(lambda: session.run(["probabilities"], {"image": tiles}))}
-    diff = float(np.abs(session.run(["probabilities"], {"image": tiles})[0] - network.predict_on_batch(tiles)).max())
+    import openvino
+    compiled = openvino.Core().compile_model(str(engines.onnx_file(network)), "CPU",
+                                             {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads})
+    output = next(o for o in compiled.outputs if "probabilities" in o.get_names())
+    runs = {"tensorflow": lambda: network.predict_on_batch(tiles),
+            "onnxruntime": lambda: session.run(["probabilities"], {"image": tiles})[0],
+            "openvino": lambda: compiled(tiles)[output]}
+    seconds = {name: best(run) for name, run in runs.items()}
+    reference = network.predict_on_batch(tiles)
+    diff = {name: float(np.abs(run() - reference).max()) for name, run in runs.items()}
     out = {"seconds": seconds, "gflops": {k: flops / v / 1e9 for k, v in seconds.items()}, "max_diff": diff}
 json.dump(out, open(sys.argv[5], "w"))
 """
@@ -131,18 +138,19 @@ def main():
                 for batch in batches:
                     result = child(threads, base, tile, batch)
                     tf_s = result["seconds"]["tensorflow"]
-                    for name in ("tensorflow", "onnxruntime"):
+                    for name in ("tensorflow", "onnxruntime", "openvino"):
                         rate = result["gflops"][name]
                         rows.append([f"base {base}, tile {tile}, batch {batch}, {threads} thread(s)", name,
                                      f"{result['seconds'][name]:.3f}", f"{rate:.0f}",
                                      f"{rate / best_gemm:.0%} of the best GEMM",
-                                     f"{tf_s / result['seconds'][name]:.2f}x TF (max |dp| {result['max_diff']:.1e})"])
-                    print(rows[-2], rows[-1], sep="\n", file=sys.stderr, flush=True)
+                                     f"{tf_s / result['seconds'][name]:.2f}x TF (max |dp| "
+                                     f"{result['max_diff'][name]:.1e})"])
+                    print(*rows[-3:], sep="\n", file=sys.stderr, flush=True)
     write_table("engines", f"Engines on this CPU: {cpu['model']}", "python benchmarks/engines.py"
                 + (" --quick" if args.quick else ""),
                 ["configuration", "engine", "s / batch", "GFLOP/s", "vs ceiling", "speed"], rows,
-                "The same random network (valid padding, dropout off) and tiles for both engines; ONNX Runtime runs "
-                "the file keras_unet.engines converts and caches. GFLOP/s counts 2 FLOPs per multiply-add from the "
+                "The same random network (valid padding, dropout off) and tiles for every engine; ONNX Runtime and "
+                "OpenVINO (float32 precision hint) run the file keras_unet.engines converts and caches. GFLOP/s counts 2 FLOPs per multiply-add from the "
                 "layers (up-convolutions as one tap per output). The best measured GEMM is the practical ceiling; "
                 "the theoretical peak, from the topology, flags and nominal clock, is a bound beside it (boost "
                 "clocks can pass it).")

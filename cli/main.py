@@ -196,9 +196,10 @@ def engine_option(fn):
     from keras_unet.engines import ENGINES
 
     return click.option("--engine", type=click.Choice(ENGINES), default="auto", show_default=True,
-                        help="What runs the network: TensorFlow, or ONNX Runtime ([onnx] extra) on the network "
-                             "converted once and cached; auto: the faster here, measured on first use of a job "
-                             "long enough to pay for the conversion.")(fn)
+                        help="What runs the network: TensorFlow, or ONNX Runtime ([onnx] extra) or OpenVINO "
+                             "([openvino] extra) on the network converted once and cached; auto: the fastest "
+                             "installed here, measured on first use of a job long enough to pay for the "
+                             "conversion.")(fn)
 
 
 def run_postprocessing(model_path, threshold, min_size, split, announce: bool = True):

@@ -1,5 +1,5 @@
-"""Which engine runs the network on tiles: TensorFlow (Keras' ``predict_on_batch``) or ONNX Runtime
-on the same network converted once. Everything around the network (whole-image normalisation,
+"""Which engine runs the network on tiles: TensorFlow (Keras' ``predict_on_batch``), or ONNX Runtime
+or OpenVINO on the same network converted once. Everything around the network (whole-image normalisation,
 overlap-tile geometry, test-time augmentation, instances) stays in :mod:`keras_unet.tiling` and
 :mod:`keras_unet.inference`; an engine only maps ``tiles (B, S, S, C) float32 -> probabilities``.
 
@@ -29,7 +29,8 @@ import numpy as np
 from keras_unet.errors import SettingsError
 from keras_unet.files import atomic_path, cache_root
 
-ENGINES = ("auto", "tensorflow", "onnxruntime")
+ENGINES = ("auto", "tensorflow", "onnxruntime", "openvino")
+EXTRAS = {"onnxruntime": ("onnxruntime", "tf2onnx"), "openvino": ("openvino", "tf2onnx")}
 # auto converts only for jobs whose TensorFlow time is estimated above this (s): a conversion costs
 # 10-20 s on 2 cores, and a job shorter than that cannot win it back.
 CONVERSION_PAYS_AFTER = 60.0
@@ -39,11 +40,10 @@ _SESSIONS = {}  # network_key -> onnxruntime session
 
 def installed() -> list[str]:
     """The engines that can run here: TensorFlow always; ONNX Runtime with the ``[onnx]`` extra
-    (onnxruntime to run, tf2onnx to convert)."""
-    names = ["tensorflow"]
-    if all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "tf2onnx")):
-        names.append("onnxruntime")
-    return names
+    (onnxruntime to run, tf2onnx to convert); OpenVINO with ``[openvino]`` (it reads the same
+    converted ONNX file)."""
+    return ["tensorflow"] + [name for name, modules in EXTRAS.items()
+                             if all(importlib.util.find_spec(m) is not None for m in modules)]
 
 
 def check_engine(engine: str) -> str:
@@ -51,7 +51,9 @@ def check_engine(engine: str) -> str:
     if engine not in ENGINES:
         raise SettingsError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     if engine != "auto" and engine not in installed():
-        raise SettingsError(f"--engine {engine} needs onnxruntime and tf2onnx: pip install 'unet-paper-keras[onnx]'")
+        extra = "onnx" if engine == "onnxruntime" else engine
+        raise SettingsError(f"--engine {engine} needs {' and '.join(EXTRAS[engine])}: "
+                            f"pip install 'unet-paper-keras[{extra}]'")
     return engine
 
 
@@ -89,11 +91,29 @@ def onnx_forward(network):
     return lambda tiles: session.run(["probabilities"], {"image": np.ascontiguousarray(tiles, np.float32)})[0]
 
 
+def openvino_forward(network):
+    """``tiles -> probabilities`` through OpenVINO's CPU plugin, on the same converted ONNX file
+    (compiled models kept by :func:`network_key`, as the ONNX Runtime sessions)."""
+    key = "openvino:" + network_key(network)
+    if key not in _SESSIONS:
+        import openvino
+
+        while len(_SESSIONS) >= 4:
+            _SESSIONS.pop(next(iter(_SESSIONS)))
+        # float32 as the other engines: the CPU plugin otherwise runs bfloat16 where the CPU has it
+        # (AVX512_BF16, AMX), 2e-2 off in probabilities
+        _SESSIONS[key] = openvino.Core().compile_model(str(onnx_file(network, key.split(":", 1)[1])), "CPU",
+                                                       {"INFERENCE_PRECISION_HINT": "f32"})
+    compiled = _SESSIONS[key]
+    output = next(o for o in compiled.outputs if "probabilities" in o.get_names())
+    return lambda tiles: compiled(np.ascontiguousarray(tiles, np.float32))[output]
+
+
 def tensorflow_forward(network):
     return lambda tiles: np.asarray(network.predict_on_batch(tiles))
 
 
-FORWARDS = {"tensorflow": tensorflow_forward, "onnxruntime": onnx_forward}
+FORWARDS = {"tensorflow": tensorflow_forward, "onnxruntime": onnx_forward, "openvino": openvino_forward}
 
 
 def cpu_model() -> str:

@@ -25,13 +25,14 @@ def converted(model_file, tmp_path_factory):
     return model, path, cache
 
 
-def test_onnxruntime_equals_tensorflow_on_real_images_of_odd_sizes(converted, monkeypatch):
+@pytest.mark.parametrize("engine", ["onnxruntime", "openvino"])
+def test_each_engine_equals_tensorflow_on_real_images_of_odd_sizes(converted, monkeypatch, engine):
     model, _, cache = converted
     monkeypatch.setenv("KERAS_UNET_CACHE", str(cache))
     isbi = data.read_image(shared_data("isbi2012", "train", "image", "07.png"))
     for image in (isbi[:203, :317], isbi[101:350, 33:290]):
         expected = tiling.predict_tiled(model, image, tile=220, batch_size=2)
-        got = tiling.predict_tiled(model, image, tile=220, batch_size=2, engine="onnxruntime")
+        got = tiling.predict_tiled(model, image, tile=220, batch_size=2, engine=engine)
         assert got.shape == expected.shape == image.shape + (2,)
         np.testing.assert_allclose(got, expected, atol=1e-4)
         assert np.abs(expected[..., 1] - 0.5).max() > 1e-3  # not a flat output that any engine would match
@@ -63,7 +64,7 @@ def test_auto_keeps_tensorflow_for_small_jobs_and_follows_a_measurement(converte
     monkeypatch.setattr(engines, "CONVERSION_PAYS_AFTER", 0.0)  # any job is long enough now
     monkeypatch.setenv("KERAS_UNET_CACHE", str(cache))
     result = engines.measure(network, (1, 220, 220, 1), repeat=1)
-    assert set(result["seconds"]) == {"tensorflow", "onnxruntime"}
+    assert set(result["seconds"]) == {"tensorflow", "onnxruntime", "openvino"}  # every engine installed
     assert result["engine"] == min(result["seconds"], key=result["seconds"].get)
     recorded = json.loads((cache / "engines.json").read_text())
     assert any(entry["engine"] == result["engine"] for entry in recorded.values())
@@ -96,4 +97,4 @@ def test_predict_says_which_engine_ran_and_an_unknown_or_missing_one_is_one_line
                                        "--out", str(tmp_path / "none")])
     assert result.exit_code == 2 and "pip install 'unet-paper-keras[onnx]'" in result.output
     with pytest.raises(SettingsError, match="--engine must be one of"):
-        engines.check_engine("openvino")
+        engines.check_engine("tensorrt")
