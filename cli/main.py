@@ -97,6 +97,9 @@ FIT_OPTIONS = [
     ("--w0", "w0", float, "Border weight w0 of the weight map [10]."),
     ("--sigma", "sigma", float, "Border width sigma of the weight map, px [5]."),
     ("--mask-kind", "mask_kind", click.Choice(["auto", "binary", "instance", "classes"]), "How to read masks [auto]."),
+    ("--target", "target", click.Choice(["borders", "three_class"]),
+     "What the network learns of object masks: borders (the paper's two classes, separation borders and weight "
+     "maps) or three_class (background / interior / boundary; 3 classes) [borders]."),
     ("--early-stopping", "early_stopping", int, "Patience in epochs; 0 = off [0]."),
     ("--max-minutes", "max_minutes", float, "Stop after this many minutes; 0 = no limit."),
     ("--normalization", "normalization", click.Choice(["percentile", "range"]),
@@ -131,19 +134,22 @@ def fit_options(fn):
 @click.option("--batch-norm", is_flag=True, default=None, help="Batch normalisation after each conv (not in the paper).")
 @click.option("--percentiles", type=(click.FloatRange(0, 100), click.FloatRange(0, 100)), default=None,
               help="Low and high percentile of --normalization percentile [1 99.8].")
-@click.option("--preset", type=click.Choice(["paper", "cpu", "demo"]), default=None,
-              help="Starting settings: paper (about 4-5 h on 2 CPU cores), cpu (about 30 min), demo (2-3 min) "
-                   "[paper with --data, demo without].")
+@click.option("--preset", type=click.Choice(["paper", "cpu", "finetune", "demo"]), default=None,
+              help="Starting settings: paper (about 4-5 h on 2 CPU cores), cpu (about 30 min), finetune (10 min, "
+                   "with --from), demo (2-3 min) [finetune with --from, paper with --data, demo without].")
 @click.option("--paper", is_flag=True, help="Same as --preset paper.")
+@click.option("--from", "from_model", metavar="MODEL", default=None,
+              help="Start from this model's weights (a run folder, a .keras file or a shipped model: "
+                   "keras-unet models) with its architecture; the finetune preset (10 min) unless --preset.")
 @user_errors
-def fit(data_dir, out_dir, resume_dir, no_augment, paper, preset, **options):
+def fit(data_dir, out_dir, resume_dir, no_augment, paper, preset, from_model, **options):
     """Train a U-Net; writes a run folder (model, config, log, plots)."""
-    from keras_unet import settings, train
+    from keras_unet import runs, settings, train
     from keras_unet.files import ensure_writable_folder, remove_stale_temporaries
 
     chosen = {k: v for k, v in options.items() if v is not None}
     if resume_dir:
-        others = sorted(set(chosen) - {"epochs"}) + (["--preset"] if preset or paper else []) + (["--data"] if data_dir else []) + (["--out"] if out_dir else [])
+        others = sorted(set(chosen) - {"epochs"}) + (["--preset"] if preset or paper else []) + (["--data"] if data_dir else []) + (["--out"] if out_dir else []) + (["--from"] if from_model else [])
         if others:
             raise InputError(f"--resume continues with the run's own settings; only --epochs may change (got {', '.join(others)})")
         run_dir = Path(resume_dir)
@@ -152,18 +158,20 @@ def fit(data_dir, out_dir, resume_dir, no_augment, paper, preset, **options):
     else:
         if paper and preset not in (None, "paper"):
             raise InputError(f"--paper and --preset {preset} contradict each other; give one")
-        name = preset or ("paper" if (data_dir or paper) else "demo")
+        name = preset or ("paper" if paper else "finetune" if from_model else "paper" if data_dir else "demo")
         fixed = "epochs" in chosen or "steps_per_epoch" in chosen  # the user's own schedule: kept, not planned
+        if from_model:
+            chosen = train.inherited_settings(from_model, chosen)
         config = settings.preset(name, **chosen, data=data_dir, augment=not no_augment, fixed_schedule=fixed)
         run_dir = Path(out_dir) if out_dir else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
         remove_stale_temporaries(run_dir)
         if not run_dir.exists():
             ensure_writable_folder(run_dir.parent)
-        if (run_dir / "config.json").is_file():
+        if runs.Run(run_dir).started:
             raise InputError(f"{run_dir}: holds a run already; continue it with --resume {run_dir} or use another --out")
         if run_dir.exists() and any(run_dir.iterdir()):
             raise InputError(f"{run_dir}: folder exists and is not empty; use another --out")
-        what = data_dir or "the embedded synthetic cells"
+        what = (data_dir or "the embedded synthetic cells") + (f", starting from {from_model}" if from_model else "")
         click.echo(f"Training on {what} ({name} preset): base {config.base_filters} filters, tile {config.tile} px, "
                    f"{config.epochs} epochs x {config.steps_per_epoch} steps -> {run_dir}")
         state = train.fit(config, run_dir, verbose=_verbosity())
@@ -204,22 +212,20 @@ def engine_option(fn):
 
 def run_postprocessing(model_path, threshold, min_size, split, announce: bool = True):
     """``(threshold, min_size, split)``: the options given, the rest from the run's record
-    (:func:`keras_unet.runs.postprocessing`), said in one line."""
+    (:func:`keras_unet.runs.postprocessing_with`), said in one line."""
     from keras_unet import runs
 
-    recorded = runs.postprocessing(model_path)
-    threshold = recorded["threshold"] if threshold is None else threshold
-    min_size = recorded["min_size"] if min_size is None else min_size
-    split = recorded["split"] if split is None else split
+    chosen = runs.postprocessing_with(model_path, threshold=threshold, min_size=min_size, split=split)
+    threshold, min_size, split = chosen["threshold"], chosen["min_size"], chosen["split"]
     if announce:
-        chosen = "chosen on the run's validation data" if recorded["chosen"] else "defaults"
+        origin = "chosen on the run's validation data" if chosen["chosen"] else "defaults"
         click.echo(f"objects: {'argmax' if threshold is None else f'p >= {threshold:g}'}, under {min_size} px "
-                   f"dropped, split {split} ({chosen}; --threshold, --min-size, --split override)")
+                   f"dropped, split {split} ({origin}; --threshold, --min-size, --split override)")
     return threshold, min_size, split
 
 
 @main.command()
-@click.argument("model_path", type=click.Path(exists=True))
+@click.argument("model_path", metavar="MODEL")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="predictions", show_default=True)
 @click.option("--tile", type=int, default=None, help="Input tile size, px [largest within --memory-mb].")
@@ -235,24 +241,58 @@ def run_postprocessing(model_path, threshold, min_size, split, announce: bool = 
 @click.option("--min-size", type=click.IntRange(min=0), default=None,
               help="Instances: drop objects smaller than this (px) [the run's choice on its validation data, "
                    "else its min_object_size from its training objects, else 0].")
-@click.option("--split", type=click.Choice(["none", "watershed"]), default=None,
-              help="Instances: also split objects that still touch (distance-transform watershed) [the run's "
-                   "choice, else none].")
+@click.option("--split", type=click.Choice(["none", "watershed", "boundary"]), default=None,
+              help="Instances: also split objects that still touch (distance-transform watershed); boundary: a "
+                   "three-class model's interiors grown over their boundary [the run's choice, else none, or "
+                   "boundary for a three-class model].")
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=None,
               help="Two classes: object where p >= threshold [the run's choice on its validation data, else argmax].")
 @engine_option
+@click.option("--block", type=click.IntRange(min=16), default=None,
+              help="Predict block by block (px, a multiple of 16) into an OME-Zarr store: memory set by the block, "
+                   "not the image [1024 for OME-Zarr inputs; TIFFs only when given].")
+@click.option("--channel", type=click.IntRange(min=0), default=None, help="OME-Zarr/TIFF: the channel to take [all].")
+@click.option("--z", type=click.IntRange(min=0), default=None, help="OME-Zarr/TIFF: the z plane [the only one].")
+@click.option("--t", type=click.IntRange(min=0), default=None, help="OME-Zarr/TIFF: the time point [the only one].")
+@click.option("--ngff", type=click.Choice(["0.4", "0.5"]), default="0.5", show_default=True,
+              help="NGFF version of the OME-Zarr stores written.")
+@click.option("--scheduler", default=None, metavar="tcp://HOST:PORT",
+              help="Run the blocks and images as tasks on this dask.distributed cluster [local].")
+@click.option("--skip-done", is_flag=True, default=False,
+              help="Skip inputs whose output is complete (to continue a job that was stopped).")
 @user_errors
-def predict(model_path, inputs, out_dir, tile, batch_size, memory_mb, tta, kind, min_size, split, threshold, engine):
-    """Segment images of any size with overlap-tile prediction (each page of a stack)."""
+def predict(model_path, inputs, out_dir, tile, batch_size, memory_mb, tta, kind, min_size, split, threshold, engine,
+            block, channel, z, t, ngff, scheduler, skip_done):
+    """Segment images of any size with overlap-tile prediction (each page of a stack); OME-Zarr and
+    big TIFFs block by block, on a Dask cluster with --scheduler."""
     from keras_unet import data, inference
-    from keras_unet.files import ensure_writable_folder
+    from keras_unet.files import ensure_writable_folder, remove_stale_temporaries
+    from keras_unet.ngff import is_zarr
 
     ensure_writable_folder(out_dir)
+    remove_stale_temporaries(out_dir)  # what a stopped job was writing: redone below
     model = inference.load_model(model_path)
     threshold, min_size, split = run_postprocessing(model_path, threshold, min_size, split,
                                                     announce=kind == "instances")
     files = [f for path in inputs for f in data.find_images(path)]
+    big = [f for f in files if is_zarr(f) or (block and f.suffix.lower() in (".tif", ".tiff"))]
+    if big or scheduler:
+        from keras_unet import jobs
+
+        client = jobs.connect(scheduler)
+        try:
+            files = _predict_big_and_distributed(jobs, client, model_path, files, big, out_dir, kind, block, tile,
+                                                 batch_size, memory_mb, tta, engine, threshold, min_size, split,
+                                                 channel, z, t, ngff, skip_done, scheduler)
+        finally:
+            if client is not None:
+                client.close()
+        if not files:
+            return
     for number, path in enumerate(files, start=1):
+        if skip_done and inference.output_path(Path(out_dir), path, kind).exists():
+            click.echo(f"[{number}/{len(files)}] {path.name}: done before, skipped")
+            continue
         job = inference.PredictionJob(model, path, tile=tile, batch_size=batch_size, memory_mb=memory_mb, tta=tta,
                                       engine=engine)
         for warning in job.warnings:
@@ -265,11 +305,70 @@ def predict(model_path, inputs, out_dir, tile, batch_size, memory_mb, tta, kind,
         click.echo(f"  -> {written}")
 
 
+def _predict_big_and_distributed(jobs, client, model_path, files, big, out_dir, kind, block, tile, batch_size,
+                                 memory_mb, tta, engine, threshold, min_size, split, channel, z, t, ngff, skip_done,
+                                 scheduler) -> list:
+    """predict's Dask part: big images block by block, and on a cluster the small ones as tasks;
+    returns the files left for the local loop."""
+    from keras_unet import inference
+
+    model_file = inference.resolve_model_path(model_path)
+    for number, path in enumerate(big, start=1):
+        out = jobs.result_path(out_dir, path)
+        if skip_done and out.exists():
+            click.echo(f"[{number}/{len(big)}] {path.name}: {out} is complete, skipped")
+            continue
+        settings = jobs.BigSettings(block=block or jobs.DEFAULT_BLOCK, tile=tile, batch_size=batch_size,
+                                    engine=engine if engine != "auto" else "tensorflow", threshold=threshold,
+                                    min_size=min_size, split=split, ngff=ngff)
+        source = jobs.Source(str(path), channel=channel, z=z, t=t)
+        shape = source.open().shape
+        with click.progressbar(length=jobs.block_count(shape, settings.block), show_pos=True,
+                               label=f"[{number}/{len(big)}] {path.name} ({shape[0]}x{shape[1]}, blocks)") as bar:
+            written = jobs.predict_big(model_file, source, out, kind, settings, client=client, progress=bar.update)
+        click.echo(f"  -> {written}")
+    files = [f for f in files if f not in big]
+    if client is not None and files:
+        done = [f for f in files if skip_done and inference.output_path(Path(out_dir), f, kind).exists()]
+        todo = [f for f in files if f not in done]
+        settings = jobs.FileSettings(kind=kind, tile=tile, batch_size=batch_size, memory_mb=memory_mb, tta=tta,
+                                     engine=engine, threshold=threshold, min_size=min_size, split=split)
+        with click.progressbar(length=len(todo), show_pos=True,
+                               label=f"{len(todo)} image(s) on {scheduler} ({len(done)} done before)") as bar:
+            written = jobs.predict_files(model_file, todo, out_dir, settings, client=client, progress=bar.update)
+        click.echo(f"  -> {len(written)} file(s) in {out_dir}")
+        return []
+    return files
+
+
+# -- models ------------------------------------------------------------------------------------
+
+
+@main.command()
+def models():
+    """The models shipped with the package: give the name where a model path goes."""
+    from keras_unet import runs
+
+    names = runs.shipped_models()
+    if not names:
+        click.echo("no models are shipped with this installation")
+    for name in names:
+        card = runs.card(name)
+        click.echo(f"{name}: {card.get('description', '')}")
+        for key in ("training_data", "licence", "input", "trained", "held_out", "recipe"):
+            if key in card:
+                click.echo(f"  {key.replace('_', ' ')}: {card[key]}")
+        for kind, score in card.get("scores", {}).items():
+            click.echo(f"  {kind} ({score['images']} held-out images): F1 @ IoU 0.5 {score['f1_iou50']:.3f}, "
+                       f"DSB score {score['dsb_score']:.3f}")
+        click.echo(f"  folder: {runs.SHIPPED / name}")
+
+
 # -- evaluate ----------------------------------------------------------------------------------
 
 
 @main.command()
-@click.argument("model_path", type=click.Path(exists=True))
+@click.argument("model_path", metavar="MODEL")
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, help="Write metrics.csv and metrics.json here.")
 @click.option("--tile", type=int, default=None)
@@ -283,8 +382,9 @@ def predict(model_path, inputs, out_dir, tile, batch_size, memory_mb, tta, kind,
 @click.option("--min-size", type=click.IntRange(min=0), default=None,
               help="Object metrics: drop predicted objects smaller than this (px) [the run's choice, else its "
                    "min_object_size, else 0].")
-@click.option("--split", type=click.Choice(["none", "watershed"]), default=None,
-              help="Object metrics: also split objects that still touch [the run's choice, else none].")
+@click.option("--split", type=click.Choice(["none", "watershed", "boundary"]), default=None,
+              help="Object metrics: also split objects that still touch; boundary for a three-class model [the "
+                   "run's choice].")
 @click.option("--calibrate", is_flag=True, default=False,
               help="First choose the post-processing (threshold, min size, split) that scores best on these "
                    "labelled images and write it into the run folder, as fit does on its validation images.")
@@ -302,17 +402,21 @@ def evaluate(model_path, data_dir, out_dir, tile, batch_size, tta, threshold, sw
     pairs = data.find_pairs(data_dir)
     pages = None  # predicted once for the search and the scores where --calibrate needs both
     if calibrate:
-        run_dir = runs.folder_of(model_path)
-        if not (run_dir / runs.CONFIG).is_file():
+        run = runs.Run.of(model_path)
+        if run.shipped:
+            raise InputError(f"{model_path}: a shipped model is not changed; copy its folder ({run.folder}) and "
+                             "calibrate the copy, or fine-tune it with fit --from")
+        if not run.started:
             raise InputError(f"{model_path}: --calibrate writes its choice into a run folder (with config.json); "
                              "give a run folder or a model inside one")
         with click.progressbar(pairs, label="predicting") as bar:
             pages = [page for pair in bar
                      for page in inference.predicted_pages(model, [pair], tile, batch_size, tta, engine=engine)]
-        chosen = inference.calibrate(pages, typical_min_size=runs.min_object_size(model_path) or 0)
-        runs.update_record(run_dir, postprocessing={**chosen, "data": str(data_dir)})
+        chosen = inference.calibrate(pages, typical_min_size=run.min_object_size() or 0,
+                                     split=run.postprocessing()["split"])
+        run.update(postprocessing={**chosen, "data": str(data_dir)})
         click.echo(f"calibrated on {chosen['images']} page(s) of {data_dir}: DSB score {chosen['value']:.4f} "
-                   f"({chosen['default_value']:.4f} with argmax and no split) -> {run_dir / runs.CONFIG}")
+                   f"({chosen['default_value']:.4f} with argmax) -> {run.folder / runs.CONFIG}")
     threshold, min_size, split = run_postprocessing(model_path, threshold, min_size, split, announce=False)
     rows = []
     with click.progressbar(pairs if pages is None else pages, label="evaluating") as bar:
@@ -377,7 +481,7 @@ def inspect_data(data_dir, png_path, tile, samples, seed, mask_kind, n_classes):
 
 
 @main.command()
-@click.argument("model_path", type=click.Path(exists=True))
+@click.argument("model_path", metavar="MODEL")
 @click.option("--format", "fmt", type=click.Choice(["savedmodel", "tflite", "onnx", "bioimageio"]), required=True,
               help="TF Serving SavedModel, TFLite file, ONNX files (tiles and any-size; [onnx] extra) or a "
                    "bioimage.io package for deepImageJ / ilastik / napari ([bioimageio] extra).")

@@ -80,67 +80,20 @@ def export_bioimageio(model, out_dir, name: str = "unet", tile: int | None = Non
     """Write ``out_dir/<name>.bioimageio.zip``; ``sample``: an image ``(H, W[, C])`` for the test
     tensors (mirror-padded to the tile if smaller), else a real-looking synthetic one."""
     require_spec()
-    import tensorflow as tf
     from bioimageio.spec import save_bioimageio_package
-    from bioimageio.spec.model import v0_5 as spec
 
-    from keras_unet import sizes, synthetic
-    from keras_unet.export.savedmodel import default_export_tile, save_module
+    from keras_unet import sizes
+    from keras_unet.export.savedmodel import default_export_tile
     from keras_unet.model import unet_config
 
     config = unet_config(model)
     tile = tile or default_export_tile(model)
     sizes.check_input_size(tile, config["depth"], config["padding"])
-    smallest, step = sizes.smallest_valid_input(config["depth"], config["padding"]), sizes.size_step(config["depth"])
-    offset = sizes.output_size(tile, config["depth"], config["padding"]) - tile
-    if sample is None:
-        image = synthetic.model_image((tile, tile), config)
-    else:
-        image = np.asarray(sample, np.float32).reshape(*np.shape(sample)[:2], -1)
-        if image.shape[-1] != config["in_channels"]:
-            raise ExportError(f"the sample image has {image.shape[-1]} channel(s) but the model takes {config['in_channels']}")
-        pad = [(0, max(tile - image.shape[0], 0)), (0, max(tile - image.shape[1], 0)), (0, 0)]
-        image = np.pad(image, pad, mode="reflect")[:tile, :tile]
+    image = _test_image(sample, tile, config)
     work = Path(tempfile.mkdtemp(prefix="keras-unet-bioimageio-"))
     try:
-        save_module(model, work / "saved_model", tile, signatures=("serving_default",), labels=False)
-        shutil.make_archive(str(work / "tf_saved_model"), "zip", work / "saved_model")
-        batch = image[None]
-        probabilities = np.asarray(model.predict_on_batch(batch), np.float32)
-        np.save(work / "test_input.npy", batch)
-        np.save(work / "test_output.npy", probabilities)
-        _cover(image, probabilities[0], work / "cover.png")
-        (work / "README.md").write_text(_documentation(config, name, tile, smallest, step, offset))
-
-        def space(axis: str, output: bool):
-            if output:
-                return spec.SpaceOutputAxis(id=spec.AxisId(axis), size=spec.SizeReference(
-                    tensor_id=spec.TensorId("image"), axis_id=spec.AxisId(axis), offset=offset))
-            return spec.SpaceInputAxis(id=spec.AxisId(axis), size=spec.ParameterizedSize(min=smallest, step=step))
-
-        channels = ["gray"] if config["in_channels"] == 1 else [f"channel{k}" for k in range(config["in_channels"])]
-        inputs = spec.InputTensorDescr(
-            id=spec.TensorId("image"), description="raw pixel values (the model normalises them itself)",
-            axes=[spec.BatchAxis(), space("y", False), space("x", False),
-                  spec.ChannelAxis(channel_names=[spec.Identifier(c) for c in channels])],
-            test_tensor=spec.FileDescr(source=work / "test_input.npy"),
-            preprocessing=[spec.EnsureDtypeDescr(kwargs=spec.EnsureDtypeKwargs(dtype="float32"))])
-        outputs = spec.OutputTensorDescr(
-            id=spec.TensorId("probabilities"), description="softmax class probabilities",
-            axes=[spec.BatchAxis(), space("y", True), space("x", True),
-                  spec.ChannelAxis(channel_names=[spec.Identifier(c) for c in _class_names(config["n_classes"])])],
-            test_tensor=spec.FileDescr(source=work / "test_output.npy"))
-        descr = spec.ModelDescr(
-            name=name if len(name) >= 5 else f"keras-unet {name}", description="U-Net (Ronneberger et al. 2015) for microscopy segmentation, trained with keras-unet",
-            authors=[spec.Author(name=a) for a in (authors or [getpass.getuser()])],
-            cite=[spec.CiteEntry(text="Ronneberger O., Fischer P., Brox T. (2015) U-Net: Convolutional Networks for "
-                                      "Biomedical Image Segmentation. MICCAI 2015, LNCS 9351.", doi=spec.Doi(PAPER_DOI))],
-            license=spec.LicenseId(license), documentation=spec.FileDescr(source=work / "README.md"),
-            covers=[spec.FileDescr(source=work / "cover.png")], tags=["unet", "segmentation", "2d", "keras-unet"],
-            inputs=[inputs], outputs=[outputs],
-            weights=spec.WeightsDescr(tensorflow_saved_model_bundle=spec.TensorflowSavedModelBundleWeightsDescr(
-                source=work / "tf_saved_model.zip", tensorflow_version=spec.Version(tf.__version__))))
-        save_bioimageio_package(descr, output_path=work / "package.zip")
+        _write_files(model, image, tile, config, name, work)
+        save_bioimageio_package(_description(config, tile, name, authors, license, work), output_path=work / "package.zip")
         final = Path(out_dir) / f"{name}.bioimageio.zip"
         with atomic_path(final) as tmp:
             shutil.copyfile(work / "package.zip", tmp)
@@ -153,6 +106,89 @@ def export_bioimageio(model, out_dir, name: str = "unet", tile: int | None = Non
         raise ExportError(f"bioimage.io package not written: {what}") from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _test_image(sample, tile: int, config: dict) -> np.ndarray:
+    """The test input ``(tile, tile, C)``: ``sample`` mirror-padded to the tile (a gray one as RGB
+    for an RGB model), else a real-looking synthetic image."""
+    from keras_unet import synthetic
+
+    if sample is None:
+        return synthetic.model_image((tile, tile), config)
+    image = np.asarray(sample, np.float32).reshape(*np.shape(sample)[:2], -1)
+    if image.shape[-1] == 1 and config["in_channels"] == 3:
+        image = np.repeat(image, 3, axis=-1)
+    if image.shape[-1] != config["in_channels"]:
+        raise ExportError(f"the sample image has {image.shape[-1]} channel(s) but the model takes {config['in_channels']}")
+    pad = [(0, max(tile - image.shape[0], 0)), (0, max(tile - image.shape[1], 0)), (0, 0)]
+    return np.pad(image, pad, mode="reflect")[:tile, :tile]
+
+
+def _write_files(model, image: np.ndarray, tile: int, config: dict, name: str, work: Path) -> None:
+    """The package's files in ``work``: the zipped SavedModel, test tensors, cover and README."""
+    from keras_unet import sizes
+    from keras_unet.export.savedmodel import save_module
+
+    save_module(model, work / "saved_model", tile, signatures=("serving_default",), labels=False)
+    shutil.make_archive(str(work / "tf_saved_model"), "zip", work / "saved_model")
+    batch = image[None]
+    probabilities = np.asarray(model.predict_on_batch(batch), np.float32)
+    np.save(work / "test_input.npy", batch)
+    np.save(work / "test_output.npy", probabilities)
+    _cover(image, probabilities[0], work / "cover.png")
+    smallest, step = sizes.smallest_valid_input(config["depth"], config["padding"]), sizes.size_step(config["depth"])
+    offset = sizes.output_size(tile, config["depth"], config["padding"]) - tile
+    (work / "README.md").write_text(_documentation(config, name, tile, smallest, step, offset))
+
+
+def _tensors(config: dict, tile: int, work: Path):
+    """The input and output tensor descriptions: any valid size (smallest + k * step), the output
+    ``offset`` px smaller on each axis."""
+    from bioimageio.spec.model import v0_5 as spec
+
+    from keras_unet import sizes
+
+    smallest, step = sizes.smallest_valid_input(config["depth"], config["padding"]), sizes.size_step(config["depth"])
+    offset = sizes.output_size(tile, config["depth"], config["padding"]) - tile
+
+    def space(axis: str, output: bool):
+        if output:
+            return spec.SpaceOutputAxis(id=spec.AxisId(axis), size=spec.SizeReference(
+                tensor_id=spec.TensorId("image"), axis_id=spec.AxisId(axis), offset=offset))
+        return spec.SpaceInputAxis(id=spec.AxisId(axis), size=spec.ParameterizedSize(min=smallest, step=step))
+
+    channels = ["gray"] if config["in_channels"] == 1 else [f"channel{k}" for k in range(config["in_channels"])]
+    inputs = spec.InputTensorDescr(
+        id=spec.TensorId("image"), description="raw pixel values (the model normalises them itself)",
+        axes=[spec.BatchAxis(), space("y", False), space("x", False),
+              spec.ChannelAxis(channel_names=[spec.Identifier(c) for c in channels])],
+        test_tensor=spec.FileDescr(source=work / "test_input.npy"),
+        preprocessing=[spec.EnsureDtypeDescr(kwargs=spec.EnsureDtypeKwargs(dtype="float32"))])
+    outputs = spec.OutputTensorDescr(
+        id=spec.TensorId("probabilities"), description="softmax class probabilities",
+        axes=[spec.BatchAxis(), space("y", True), space("x", True),
+              spec.ChannelAxis(channel_names=[spec.Identifier(c) for c in _class_names(config["n_classes"])])],
+        test_tensor=spec.FileDescr(source=work / "test_output.npy"))
+    return inputs, outputs
+
+
+def _description(config: dict, tile: int, name: str, authors, license: str, work: Path):
+    """The model's bioimage.io description (spec 0.5) over the files in ``work``."""
+    import tensorflow as tf
+    from bioimageio.spec.model import v0_5 as spec
+
+    inputs, outputs = _tensors(config, tile, work)
+    return spec.ModelDescr(
+        name=name if len(name) >= 5 else f"keras-unet {name}",
+        description="U-Net (Ronneberger et al. 2015) for microscopy segmentation, trained with keras-unet",
+        authors=[spec.Author(name=a) for a in (authors or [getpass.getuser()])],
+        cite=[spec.CiteEntry(text="Ronneberger O., Fischer P., Brox T. (2015) U-Net: Convolutional Networks for "
+                                  "Biomedical Image Segmentation. MICCAI 2015, LNCS 9351.", doi=spec.Doi(PAPER_DOI))],
+        license=spec.LicenseId(license), documentation=spec.FileDescr(source=work / "README.md"),
+        covers=[spec.FileDescr(source=work / "cover.png")], tags=["unet", "segmentation", "2d", "keras-unet"],
+        inputs=[inputs], outputs=[outputs],
+        weights=spec.WeightsDescr(tensorflow_saved_model_bundle=spec.TensorflowSavedModelBundleWeightsDescr(
+            source=work / "tf_saved_model.zip", tensorflow_version=spec.Version(tf.__version__))))
 
 
 _TEST = r"""

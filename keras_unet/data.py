@@ -156,16 +156,19 @@ def unpaired_images(directory, pairs=None) -> list[Path]:
 
 
 def find_images(path) -> list[Path]:
-    """Image files of a folder (its ``images/`` subfolder if present), or the one file given."""
+    """Image files of a folder (its ``images/`` subfolder if present) and the zarr stores in it,
+    or the one file or zarr store given."""
+    from keras_unet.ngff import is_zarr
+
     path = Path(path)
-    if path.is_file():
+    if path.is_file() or is_zarr(path):
         return [path]
     if not path.is_dir():
         raise DataError(f"{path}: no such file or folder")
     folder = _first_dir(path, IMAGE_DIRS) or path
-    found = _images_in(folder)
+    found = _images_in(folder) + sorted(p for p in folder.iterdir() if is_zarr(p))
     if not found:
-        raise DataError(f"{path}: no PNG or TIFF images found")
+        raise DataError(f"{path}: no PNG or TIFF images or zarr stores found")
     return found
 
 
@@ -195,6 +198,7 @@ class WeightParams:
     balance_classes: bool = True
     n_classes: int = 2
     mask_kind: str = "auto"
+    target: str = "borders"  # borders (the paper's 2 classes) | three_class (background / interior / boundary)
 
     def key(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -216,6 +220,9 @@ def target_and_weights(mask: np.ndarray, params: WeightParams = WeightParams()) 
         instances = weights.instances_from_binary(binary_from_mask(mask))
     else:
         instances = mask.astype(np.int32)
+    if params.target == "three_class":
+        target, w = weights.three_class_target(instances, width=params.border_width, class_weights=class_weights)
+        return target, w, kind
     target, w = weights.weight_map(instances, params.w0, params.sigma, class_weights, params.border_width)
     return target, w, kind
 
@@ -312,6 +319,16 @@ class Dataset:
         val_idx = [i for i, key in enumerate(keys) if key in val_groups]
         train_idx = [i for i, key in enumerate(keys) if key not in val_groups]
         return self.subset(train_idx), self.subset(val_idx)
+
+    def with_channels(self, channels: int) -> "Dataset":
+        """The samples with ``channels`` channels: gray images repeated to RGB (R = G = B) for a
+        model that takes RGB; a :class:`DataError` for any other change."""
+        if not len(self) or self.channels == channels:
+            return self
+        if (self.channels, channels) != (1, 3):
+            raise DataError(f"images have {self.channels} channel(s) but the model takes {channels}; convert them first")
+        return Dataset([np.repeat(im, 3, axis=-1) for im in self.images], self.targets, self.weights, self.sources,
+                       self.mask_kinds, list(self.notes), list(self.problems))
 
     def subset(self, indices) -> "Dataset":
         pick = lambda items: [items[i] for i in indices]  # noqa: E731

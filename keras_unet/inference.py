@@ -1,6 +1,7 @@
 """Prediction and evaluation of files: the library behind ``keras-unet predict`` and ``evaluate``."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,15 +13,19 @@ from keras_unet.model import unet_config
 
 
 def resolve_model_path(path) -> Path:
-    """A ``.keras`` file, or a run folder's ``model.keras`` (else its ``last.keras``)."""
-    path = Path(path)
+    """A ``.keras`` file, a run folder's ``model.keras`` (else its ``last.keras``), or the name of
+    a model shipped with the package (``nuclei``; :func:`keras_unet.runs.shipped_models`)."""
+    from keras_unet import runs
+
+    path = runs.locate(path)
     if path.is_dir():
         for name in ("model.keras", "last.keras"):
             if (path / name).is_file():
                 return path / name
         raise ModelFileError(f"{path}: run folder has no model.keras or last.keras (no epoch finished yet?)")
     if not path.is_file():
-        raise ModelFileError(f"{path}: no such model file or run folder")
+        shipped = ", ".join(runs.shipped_models()) or "none installed"
+        raise ModelFileError(f"{path}: no such model file, run folder or shipped model ({shipped})")
     return path
 
 
@@ -64,7 +69,7 @@ def check_image(image: np.ndarray, config: dict, source) -> list[str]:
     for a channel count the model does not take or non-finite pixels; warnings (returned) for
     values beyond the raw range the model was trained on (8-bit model, 16-bit image)."""
     channels = 1 if image.ndim == 2 else image.shape[-1]
-    if channels != config["in_channels"]:
+    if channels != config["in_channels"] and not tiling.gray_for_rgb(channels, config["in_channels"]):
         raise data.DataError(f"{source}: image has {channels} channel(s) but the model takes {config['in_channels']}; "
                              f"convert it ({'to gray' if config['in_channels'] == 1 else 'to RGB'}) first")
     if image.dtype.kind == "f" and not np.all(np.isfinite(image)):
@@ -109,9 +114,27 @@ def instances(probabilities: np.ndarray, threshold: float | None = None, min_siz
     ``(classes - 1, H, W)`` (class 1 first); see :func:`keras_unet.instances.instances_from_probabilities`."""
     from keras_unet.instances import instances_from_probabilities
 
+    classes = [1] if split == "boundary" else range(1, probabilities.shape[-1])  # a three-class model: one kind
     per_class = [instances_from_probabilities(probabilities, object_class=k, threshold=threshold, min_size=min_size,
-                                              split=split) for k in range(1, probabilities.shape[-1])]
+                                              split=split) for k in classes]
     return per_class[0] if len(per_class) == 1 else np.stack(per_class)
+
+
+def segment(model_path, image: np.ndarray, threshold: float | None = None, min_size: int | None = None,
+            split: str | None = None, tile=None, tta: int = 1, engine: str = "tensorflow") -> np.ndarray:
+    """Objects of ``image`` as ``keras-unet predict MODEL --format instances`` makes them: the
+    model of a run folder, ``.keras`` file or shipped name, with the run's post-processing
+    (:func:`keras_unet.runs.postprocessing_with`; the keywords given override it)."""
+    from keras_unet import runs
+
+    chosen = runs.postprocessing_with(model_path, threshold=threshold, min_size=min_size, split=split)
+    probabilities = predict_probabilities(_loaded(str(model_path)), image, tile=tile, tta=tta, engine=engine)
+    return instances(probabilities, threshold=chosen["threshold"], min_size=chosen["min_size"], split=chosen["split"])
+
+
+@functools.lru_cache(maxsize=4)
+def _loaded(model_path: str):
+    return load_model(model_path)
 
 
 def write_prediction(path: Path, pages: list[np.ndarray], kind: str, scale_labels: bool = True) -> Path:
@@ -207,13 +230,15 @@ def predicted_pages(model, pairs, tile=None, batch_size: int = 1, tta: int = 1, 
                                 true_instances)
 
 
-def calibrate(pages, typical_min_size: int = 0) -> dict:
-    """The post-processing that scores best on :class:`PredictedPage` s (:func:`keras_unet.postprocess.choose`)."""
+def calibrate(pages, typical_min_size: int = 0, split: str = "none") -> dict:
+    """The post-processing that scores best on :class:`PredictedPage` s (:func:`keras_unet.postprocess.choose`);
+    ``split``: the run's own (``boundary`` for a three-class model, searched against none)."""
     from keras_unet import postprocess
 
     pages = list(pages)
+    splits = ("boundary", "none") if split == "boundary" else postprocess.SPLITS
     return postprocess.choose([p.probabilities for p in pages], [p.true_instances for p in pages],
-                              typical_min_size=typical_min_size)
+                              typical_min_size=typical_min_size, splits=splits)
 
 
 def evaluate_page(page: PredictedPage, threshold: float | None = None, sweep: bool = False, warn=None,
@@ -222,6 +247,8 @@ def evaluate_page(page: PredictedPage, threshold: float | None = None, sweep: bo
     from keras_unet.instances import instances_from_probabilities
 
     prediction = labels_from_probabilities(page.probabilities, threshold)
+    if split == "boundary":  # a three-class model: its objects are interior and boundary
+        prediction = (prediction != 0).astype(np.uint8)
     found = instances_from_probabilities(page.probabilities, threshold=threshold, min_size=min_size, split=split)
     if warn is not None and not np.any(page.true_instances):
         warn(f"{page.mask_source}: the mask has no object: its Rand, warping and SEG scores are perfect whatever "

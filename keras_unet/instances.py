@@ -16,6 +16,7 @@ from keras_unet.errors import DataError, SettingsError
 from keras_unet.weights import instances_from_binary
 
 MAX_LABEL = np.iinfo(np.uint16).max  # label images are written as uint16 TIFF
+SPLITS = (None, "none", "watershed", "boundary")
 
 
 def foreground(probabilities: np.ndarray, object_class: int = 1, threshold: float | None = None) -> np.ndarray:
@@ -97,17 +98,22 @@ def window_offsets(gap: int) -> list[tuple[int, int]]:
                   key=lambda o: (o[0] ** 2 + o[1] ** 2, o[0], o[1]))
 
 
-def give_back_borders(labels: np.ndarray, gap: int = 2) -> np.ndarray:
+def give_back_borders(labels: np.ndarray, gap: int = 2, into: np.ndarray | None = None) -> np.ndarray:
     """Background pixels within ``gap`` px of two or more objects go to the nearest object (ties:
     :func:`window_offsets`' order), so the separation borders the network leaves between touching
-    objects do not erode them. Objects' edges towards real background stay as predicted."""
+    objects do not erode them. Objects' edges towards real background stay as predicted.
+    With ``into`` ``(H, W)`` bool: every pixel of ``into`` within ``gap`` px of an object goes to
+    the nearest (a three-class model's boundary rims, grown back onto their interiors)."""
     if gap <= 0 or labels.max() == 0:
         return labels
     views, highest, lowest, above = _neighbour_extremes(labels, window_offsets(gap))
     nearest = np.zeros_like(labels)
     for view in reversed(views):  # the nearest offset written last wins
         nearest = np.where(view > 0, view, nearest)
-    between = (labels == 0) & (highest > 0) & (lowest < above) & (highest != lowest)
+    if into is not None:
+        between = (labels == 0) & (highest > 0) & into
+    else:
+        between = (labels == 0) & (highest > 0) & (lowest < above) & (highest != lowest)
     return np.where(between, nearest, labels)
 
 
@@ -131,15 +137,23 @@ def instances_from_probabilities(probabilities: np.ndarray, object_class: int = 
     Steps: the class's pixels (argmax or p >= ``threshold``), 4-connected components, holes
     filled, objects under ``min_size`` px removed, separation borders given back
     (:func:`give_back_borders`); ``split="watershed"`` also splits objects that still touch.
+    ``split="boundary"`` is for a three-class model (background, interior, boundary): the
+    interiors are the objects, each grown over the non-background pixels within ``gap`` px.
     """
-    if split not in (None, "none", "watershed"):
-        raise SettingsError(f"split must be 'none' or 'watershed', got {split!r}")
+    if split not in SPLITS:
+        raise SettingsError(f"split must be one of {', '.join(s for s in SPLITS if s)}, got {split!r}")
+    if split == "boundary" and np.shape(probabilities)[-1] != 3:
+        raise SettingsError(f"split 'boundary' is for a three-class model (background, interior, boundary); this "
+                            f"one has {np.shape(probabilities)[-1]} classes: use none or watershed")
     mask = foreground(probabilities, object_class, threshold)
     labels = instances_from_binary(mask)
     if split == "watershed":
         labels = split_touching(labels, mask)
     labels = remove_small(fill_holes(labels), min_size)
-    labels = give_back_borders(labels, gap)
+    if split == "boundary":
+        labels = give_back_borders(labels, gap, into=np.argmax(probabilities, axis=-1) != 0)
+    else:
+        labels = give_back_borders(labels, gap)
     return as_uint16(labels)
 
 

@@ -16,6 +16,8 @@ Input normalisation, inside the model so the exported models take raw pixels too
 """
 from __future__ import annotations
 
+import weakref
+
 import keras
 from keras import layers
 
@@ -159,9 +161,28 @@ def exported_forward(model):
     return lambda images: tf.cast(network(percentile_normalize_tf(images, percentiles), training=False), tf.float32)
 
 
+# unet_config per model object: the architecture of a built model never changes, and reading it
+# (the Quantile node in get_config) costs about 10 ms, several times per prediction otherwise.
+_CONFIGS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
 def unet_config(model: keras.Model) -> dict:
     """Recover the :func:`unet` arguments from a built model (for run folders and exporters), plus
-    ``percentiles``: the per-image normalisation (or None where ``input_range`` applies)."""
+    ``percentiles``: the per-image normalisation (or None where ``input_range`` applies).
+    Read once per model object (a copy is returned)."""
+    try:
+        return dict(_CONFIGS[model])
+    except (KeyError, TypeError):
+        pass
+    found = _read_unet_config(model)
+    try:
+        _CONFIGS[model] = found
+    except TypeError:  # not weakly referable: read each time
+        pass
+    return dict(found)
+
+
+def _read_unet_config(model: keras.Model) -> dict:
     percentiles = percentiles_of(model)
     model = network_of(model)
     convs = [layer for layer in model.layers if layer.name.endswith("_conv1")]

@@ -104,7 +104,7 @@ def validation_tiles(dataset: Dataset, tile: int, depth: int = 5, padding: str =
     """
     geometry = sizes.tile_plan(tile, depth, padding)
     size, out = geometry.input_size, geometry.output_size
-    margin = (size - out) // 2  # the network's own trim (0 for same padding), not the prediction context
+    margin = geometry.trim  # the network's own trim (0 for same padding), not the prediction context
     places = [(i, top, left) for i, target in enumerate(dataset.targets)
               for top in geometry.origins(target.shape[0], flush_end=True)
               for left in geometry.origins(target.shape[1], flush_end=True)]

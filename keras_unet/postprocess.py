@@ -21,9 +21,10 @@ SPLITS = ("none", "watershed")
 SCORE = "dsb_score"
 
 
-def default_settings(min_size: int = 0) -> dict:
-    """What predict did before anything was chosen: argmax, ``min_size``, no splitting."""
-    return {"threshold": None, "min_size": int(min_size), "split": "none"}
+def default_settings(min_size: int = 0, split: str = "none") -> dict:
+    """What predict did before anything was chosen: argmax, ``min_size``, no splitting (a
+    three-class model: its boundary, ``split="boundary"``)."""
+    return {"threshold": None, "min_size": int(min_size), "split": split}
 
 
 def min_size_candidates(typical: int) -> list[int]:
@@ -50,9 +51,9 @@ def choose(probabilities: list, truths: list, typical_min_size: int = 0, thresho
     A coordinate search (threshold and split together, then the minimum size for the best pair):
     16 evaluations per image instead of 70 for the full grid, and the minimum size interacts little
     with the other two. Returns the settings with ``score`` (its name), ``value``, ``default_value``
-    (argmax, the run's minimum size, no split: what predict gave before) and ``images``.
+    (argmax, the run's minimum size, the first of ``splits``: what predict gave before) and ``images``.
     """
-    default = default_settings(typical_min_size)
+    default = default_settings(typical_min_size, split=splits[0])
     trials = {}
 
     def tried(settings: dict) -> float:

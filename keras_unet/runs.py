@@ -1,21 +1,45 @@
 """The run folder's record: ``config.json`` (the settings and what the run found: input range,
 minimum object size, the post-processing chosen on validation data) and ``state.json`` (epochs
 done, the plan, the best epoch). The one module that reads and writes them, so a library caller
-who loads a run's model gets the same settings as the CLI.
+who loads a run's model gets the same settings as the CLI. :class:`Run` is the folder as an
+object; the functions below take a run folder, a model file in one or a shipped model's name.
 """
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from keras_unet.files import atomic_path
 
 CONFIG, STATE = "config.json", "state.json"
+# The models shipped with the package: each a run folder (model.keras, config.json) plus card.json.
+SHIPPED = Path(__file__).resolve().parent / "models"
+CARD = "card.json"
+
+
+def shipped_models() -> list[str]:
+    """Names of the models shipped with the package (``keras-unet models``)."""
+    return sorted(p.name for p in SHIPPED.iterdir() if (p / "model.keras").is_file()) if SHIPPED.is_dir() else []
+
+
+def locate(path) -> Path:
+    """``path`` as given where it exists, else the folder of the shipped model of that name
+    (``nuclei``), else ``path`` unchanged (the caller's error names it)."""
+    path = Path(path)
+    if not path.exists() and len(path.parts) == 1 and (SHIPPED / path.name / "model.keras").is_file():
+        return SHIPPED / path.name
+    return path
+
+
+def card(name: str) -> dict:
+    """A shipped model's card: training data, licence, input expectations, held-out scores."""
+    return read_json(SHIPPED / name / CARD)
 
 
 def folder_of(path) -> Path:
-    """The run folder of a model file in it, or the folder itself."""
-    path = Path(path)
+    """The run folder of a model file in it, or the folder itself (a shipped model's by its name)."""
+    path = locate(path)
     return path if path.is_dir() else path.parent
 
 
@@ -55,9 +79,72 @@ def postprocessing(path) -> dict:
     """How the run's objects are made by default: ``{"threshold": float or None (argmax),
     "min_size": int, "split": "none" | "watershed", "chosen": bool}``: what the run chose on
     validation data (:mod:`keras_unet.postprocess`; ``chosen`` True), else argmax, its
-    ``min_object_size`` and no split (runs from before the choice; 0 for a model without a run)."""
+    ``min_object_size`` and no split, or its boundary class for a three-class target (runs from
+    before the choice; 0 for a model without a run)."""
     run = record(path)
     chosen = run.get("postprocessing") or {}
+    three = run.get("config", {}).get("target") == "three_class"
     return {"threshold": chosen.get("threshold"),
             "min_size": int(chosen.get("min_size", run.get("min_object_size") or 0)),
-            "split": chosen.get("split", "none"), "chosen": bool(chosen)}
+            "split": chosen.get("split", "boundary" if three else "none"), "chosen": bool(chosen)}
+
+
+def postprocessing_with(path, threshold=None, min_size=None, split=None) -> dict:
+    """:func:`postprocessing` with the options a caller gave (not None) in place of the run's:
+    what ``predict --format instances`` uses, for the CLI and library callers alike."""
+    chosen = postprocessing(path)
+    given = {"threshold": threshold, "min_size": min_size, "split": split}
+    return {**chosen, **{k: v for k, v in given.items() if v is not None}}
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run folder: its record, its state, its model files. ``Run.of(path)`` takes a run
+    folder, a model file in one or a shipped model's name."""
+
+    folder: Path
+
+    @classmethod
+    def of(cls, path) -> "Run":
+        return cls(folder_of(path))
+
+    @property
+    def started(self) -> bool:
+        """True where the run has its record (``config.json``): it can be resumed, not started anew."""
+        return (self.folder / CONFIG).is_file()
+
+    @property
+    def shipped(self) -> bool:
+        """A model shipped with the package: read, never written."""
+        return self.folder.resolve().is_relative_to(SHIPPED)
+
+    def record(self) -> dict:
+        return record(self.folder)
+
+    def settings(self) -> dict:
+        """The run's training settings (``TrainConfig`` fields as saved)."""
+        return self.record().get("config", {})
+
+    def start(self, value: dict) -> None:
+        """Write the record of a new run."""
+        write_json(self.folder / CONFIG, value)
+
+    def update(self, **values) -> dict:
+        return update_record(self.folder, **values)
+
+    def state(self) -> dict:
+        """``state.json``: epochs done, the plan, the best epoch (``{}`` before the first epoch)."""
+        return read_json(self.folder / STATE)
+
+    def write_state(self, state: dict) -> None:
+        write_json(self.folder / STATE, state)
+
+    def postprocessing(self) -> dict:
+        return postprocessing(self.folder)
+
+    def min_object_size(self) -> int | None:
+        return min_object_size(self.folder)
+
+    def model_file(self) -> Path | None:
+        """``model.keras`` (the best), else ``last.keras``, else None."""
+        return next((self.folder / n for n in ("model.keras", "last.keras") if (self.folder / n).is_file()), None)

@@ -32,6 +32,9 @@ class TrainConfig:
     normalization: str = "percentile"  # percentile | range
     percentiles: tuple = (1.0, 99.8)
     # targets and weight maps
+    # borders: the paper's two classes, separation borders cut between touching objects and weighted
+    # by w0/sigma; three_class: background / interior / boundary (Caicedo et al. 2019), 3 classes
+    target: str = "borders"
     w0: float = 10.0
     sigma: float = 5.0
     border_width: int = 1
@@ -57,6 +60,7 @@ class TrainConfig:
     select_on: str = "auto"  # the best model.keras by: auto (object_f1 for 2 classes, else iou) | object_f1 | iou | loss
     seed: int = 0
     strategy: str = "default"  # default | mirrored | multiworker
+    init_from: str | None = None  # start from this model's weights: a run folder, .keras file or shipped model name
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
@@ -91,6 +95,9 @@ class TrainConfig:
             ("optimizer", self.optimizer in ("sgd", "adam"), "'sgd' or 'adam'"),
             ("lr_schedule", self.lr_schedule in ("constant", "cosine"), "'constant' or 'cosine'"),
             ("loss", self.loss in ("wce", "dice", "wce+dice"), "'wce', 'dice' or 'wce+dice'"),
+            ("target", self.target in ("borders", "three_class"), "'borders' or 'three_class'"),
+            ("n_classes", self.target != "three_class" or self.n_classes == 3,
+             "3 for --target three_class (background, interior, boundary); leave --classes out"),
             ("mask_kind", self.mask_kind in ("auto", "binary", "instance", "classes"), "auto, binary, instance or classes"),
             ("normalization", self.normalization in ("percentile", "range"), "'percentile' or 'range'"),
             ("percentiles", len(self.percentiles) == 2 and 0 <= self.percentiles[0] < self.percentiles[1] <= 100,
@@ -127,13 +134,35 @@ PRESETS = {
     # filters, mid-size tiles, Adam with a cosine decay; --max-minutes bounds the wall time.
     "cpu": dict(base_filters=16, tile=348, batch_size=2, epochs=50, steps_per_epoch=50, optimizer="adam",
                 learning_rate=1e-3, lr_schedule="cosine", max_minutes=30.0),
+    # Fine-tuning a trained model (fit --from) on a few images in a short CPU budget: its
+    # architecture (ARCHITECTURE, from the model's run), a learning rate a third of the cpu
+    # preset's so the start is not forgotten, and as many epochs as fit the 10 minutes.
+    "finetune": dict(tile=348, batch_size=2, epochs=1000, steps_per_epoch=25, optimizer="adam", learning_rate=3e-4,
+                     lr_schedule="cosine", max_minutes=10.0),
     "demo": dict(base_filters=16, tile=316, batch_size=2, epochs=30, steps_per_epoch=20, optimizer="adam",
                  learning_rate=1e-3, max_minutes=2.5, synthetic_images=10),
 }
+
+
+# What a model is built from: a run started from another model's weights (init_from) takes these from it.
+ARCHITECTURE = ("depth", "base_filters", "n_classes", "padding", "batch_norm", "normalization", "percentiles")
+
+
+def inherited(architecture: dict, given: dict, source) -> dict:
+    """``given`` settings with the ``architecture`` of the model ``source`` that a run starts from
+    (:data:`ARCHITECTURE` keys); a :class:`SettingsError` where ``given`` contradicts it."""
+    for name, value in architecture.items():
+        if name in given and given[name] != value:
+            raise SettingsError(f"{_flag(name)} {given[name]} contradicts {source}, which has {value}; "
+                                f"leave {_flag(name)} out to start from its weights")
+    return {**given, **architecture, "init_from": str(source)}
 
 
 def preset(name: str, **changes) -> TrainConfig:
     """The :class:`TrainConfig` of a preset, with ``changes`` on top, validated."""
     if name not in PRESETS:
         raise SettingsError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    return TrainConfig(**{**PRESETS[name], **changes}).validated()
+    values = {**PRESETS[name], **changes}
+    if values.get("target") == "three_class":
+        values.setdefault("n_classes", 3)
+    return TrainConfig(**values).validated()

@@ -162,6 +162,12 @@ class TilePlan:
     keep_from: int
     step: int
 
+    @property
+    def trim(self) -> int:
+        """Px the network itself trims on each side (valid padding; 0 for same): where a whole
+        output starts in its input, unlike ``margin``, the prediction context."""
+        return (self.input_size - self.output_size) // 2
+
     def origins(self, length: int, flush_end: bool = False) -> list[int]:
         """Start positions (px) of the kept outputs covering ``length`` px.
 

@@ -73,10 +73,18 @@ def resolve_engine(model, image_shape, engine: str = "auto", tile: int | None = 
                            (min(batch_size, count), size, size, config["in_channels"]), -(-count // batch_size))
 
 
+def gray_for_rgb(channels: int, model_channels: int) -> bool:
+    """True where a gray image goes to an RGB model: as R = G = B, which is how gray images
+    come in RGB training sets (most of DSB2018's), so the model has seen them so."""
+    return channels == 1 and model_channels == 3
+
+
 def normalized_input(model, image: np.ndarray, config: dict):
     """``(image (H, W, C) float32 as the network takes it, network)``: a percentile-normalising
     model's image normalised as a whole and its nested network; else the image and the model."""
     image = _as_hwc(image)
+    if gray_for_rgb(image.shape[-1], config["in_channels"]):
+        image = np.repeat(image, 3, axis=-1)
     if config["percentiles"] is None:
         return image, model
     from keras_unet.normalize import normalize_image
@@ -103,8 +111,6 @@ def predict_tiled(model, image: np.ndarray, tile: int | None = None, batch_size:
     plan = sizes.prediction_plan(resolve_tile(model, image.shape, tile, batch_size, memory_mb), depth, padding)
     rows, cols = plan.origins(height), plan.origins(width)
     padded = _padded(image, plan, rows[-1], cols[-1])
-    keep = slice(plan.keep_from, plan.keep_from + plan.kept)
-    result = np.zeros((rows[-1] + plan.kept, cols[-1] + plan.kept, config["n_classes"]), np.float32)
     origins = [(r, c) for r in rows for c in cols]
     if engine != "tensorflow" and not jit_compile:
         from keras_unet import engines
@@ -113,6 +119,17 @@ def predict_tiled(model, image: np.ndarray, tile: int | None = None, batch_size:
         engine = engines.resolve(model, engine, (min(batch_size, len(origins)), plan.input_size, plan.input_size,
                                                  image.shape[-1]), batches)
     forward = forward_function(model, jit_compile, engine)
+    return run_tiles(forward, padded, plan, rows, cols, config["n_classes"], batch_size, progress)[:height, :width]
+
+
+def run_tiles(forward, padded: np.ndarray, plan: sizes.TilePlan, rows: list, cols: list, n_classes: int,
+              batch_size: int = 1, progress=None) -> np.ndarray:
+    """Overlap-tile prediction of an image already padded for ``plan``: ``(rows[-1] + kept,
+    cols[-1] + kept, n_classes)`` float32, tile ``(r, c)`` read from ``padded[r : r + input_size,
+    c : c + input_size]`` and its kept output written at ``(r, c)``."""
+    keep = slice(plan.keep_from, plan.keep_from + plan.kept)
+    result = np.zeros((rows[-1] + plan.kept, cols[-1] + plan.kept, n_classes), np.float32)
+    origins = [(r, c) for r in rows for c in cols]
     for start in range(0, len(origins), batch_size):
         batch = origins[start : start + batch_size]
         tiles = np.stack([padded[r : r + plan.input_size, c : c + plan.input_size] for r, c in batch])
@@ -121,7 +138,7 @@ def predict_tiled(model, image: np.ndarray, tile: int | None = None, batch_size:
             result[r : r + plan.kept, c : c + plan.kept] = out[keep, keep]
         if progress is not None:
             progress(len(batch))
-    return result[:height, :width]
+    return result
 
 
 def resolve_tile(model, image_shape, tile: int | None = None, batch_size: int = 1, memory_mb: int = 4096) -> int:

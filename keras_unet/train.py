@@ -21,7 +21,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import keras
@@ -33,10 +33,9 @@ from keras_unet import keras_patches, runs
 from keras_unet.budget import cosine_rate, plan_schedule
 from keras_unet.errors import ModelFileError, SettingsError
 from keras_unet.files import atomic_path, remove_stale_temporaries
-from keras_unet.runs import write_json
 from keras_unet.settings import TrainConfig
 from keras_unet.instances import typical_min_size
-from keras_unet.model import inference_model, unet
+from keras_unet.model import inference_model, unet, unet_config
 
 
 def versions() -> dict:
@@ -50,11 +49,17 @@ def save_model_atomic(model: keras.Model, path) -> None:
         model.save(tmp)
 
 
+def weight_params(config: TrainConfig) -> data.WeightParams:
+    """How the run's masks become targets: a three-class target reads masks as objects (2 classes)."""
+    three = config.target == "three_class"
+    return data.WeightParams(w0=config.w0, sigma=config.sigma, border_width=config.border_width,
+                             balance_classes=config.balance_classes, n_classes=2 if three else config.n_classes,
+                             mask_kind=config.mask_kind, target=config.target)
+
+
 def load_data(config: TrainConfig) -> tuple[data.Dataset, data.Dataset]:
     """``(train, validation)`` datasets from the configured folders or the synthetic default."""
-    params = data.WeightParams(w0=config.w0, sigma=config.sigma, border_width=config.border_width,
-                               balance_classes=config.balance_classes, n_classes=config.n_classes,
-                               mask_kind=config.mask_kind)
+    params = weight_params(config)
     if config.data is None:
         full = synthetic.as_dataset(config.synthetic_images, (config.synthetic_size,) * 2, config.seed, params)
     else:
@@ -90,6 +95,48 @@ def build_model(config: TrainConfig, channels: int, input_range) -> keras.Model:
     return model
 
 
+def starting_point(source) -> tuple[keras.Model, dict]:
+    """``(bare network, architecture settings)`` of the model ``source`` (run folder, ``.keras``
+    file or shipped model name) that a run starts from (``fit --from``); the settings are
+    :data:`keras_unet.settings.ARCHITECTURE` keys plus ``in_channels``."""
+    loaded = inference.load_model(source)
+    found = unet_config(loaded)
+    architecture = {name: found[name] for name in ("depth", "base_filters", "n_classes", "padding", "batch_norm")}
+    architecture["normalization"] = "percentile" if found["percentiles"] else "range"
+    if found["percentiles"]:
+        architecture["percentiles"] = tuple(found["percentiles"])
+    return tiling.network_of(loaded), {**architecture, "in_channels": found["in_channels"]}
+
+
+def inherited_settings(source, given: dict | None = None) -> dict:
+    """``given`` settings (keywords of :class:`TrainConfig`) plus the architecture of the model
+    ``source`` and ``init_from``: a run that starts from its weights (``fit --from``)."""
+    from keras_unet.settings import inherited
+
+    architecture = starting_point(source)[1]
+    architecture.pop("in_channels")
+    return inherited(architecture, dict(given or {}), source)
+
+
+def start_from(model: keras.Model, source) -> None:
+    """Set ``model``'s weights to those of the network of ``source`` (same architecture)."""
+    network, _ = starting_point(source)
+    theirs, ours = network.get_weights(), model.get_weights()
+    if [w.shape for w in theirs] != [w.shape for w in ours]:
+        raise SettingsError(f"--from {source}: its network does not match this run's (depth, filters, classes, "
+                            "channels); leave those options out to take its own")
+    model.set_weights(theirs)
+
+
+def object_split(config: TrainConfig) -> str | None:
+    """How the run's objects come from its output by default (``split`` of
+    :func:`keras_unet.instances.instances_from_probabilities`): ``boundary`` for a three-class
+    target, ``none`` for two classes, None where its classes are not objects."""
+    if config.target == "three_class":
+        return "boundary"
+    return "none" if config.n_classes == 2 else None
+
+
 def selection_metric(config: TrainConfig, has_validation: bool) -> str:
     """The log key that picks the best model: ``val_object_f1`` (:class:`Validation`),
     ``val_iou`` (the foreground IoU metric on the validation tiles) or ``val_loss``; ``loss``
@@ -98,7 +145,7 @@ def selection_metric(config: TrainConfig, has_validation: bool) -> str:
         return "loss"
     choice = config.select_on
     if choice == "auto":
-        choice = "object_f1" if config.n_classes == 2 else "iou"
+        choice = "object_f1" if config.n_classes == 2 or config.target == "three_class" else "iou"
     return {"object_f1": "val_object_f1", "iou": "val_iou", "loss": "val_loss"}[choice]
 
 
@@ -119,13 +166,15 @@ class Validation(keras.callbacks.Callback):
     """
 
     def __init__(self, tiles, images: list, targets: list, tile: int, min_size: int = 0, batch_size: int = 1,
-                 validate_at=(1,)):
+                 validate_at=(1,), split: str = "none"):
         super().__init__()
         from keras_unet.instances import instances_from_probabilities
 
         self.tiles, self.images, self.tile, self.min_size = tiles, list(images), tile, min_size
-        self.batch_size, self.validate_at = batch_size, set(validate_at)
-        self.truths = [instances_from_probabilities(np.eye(2, dtype=np.float32)[t]) for t in targets]
+        self.batch_size, self.validate_at, self.split = batch_size, set(validate_at), split
+        classes = 3 if split == "boundary" else 2  # a three-class target's objects: interiors with their rims
+        self.truths = [instances_from_probabilities(np.eye(classes, dtype=np.float32)[t], split=split)
+                       for t in targets]
         self.started = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -145,7 +194,8 @@ class Validation(keras.callbacks.Callback):
         logs.update({f"val_{k}": float(v) for k, v in scores.items()})
         if self.images:
             found = [metrics.evaluate_objects(instances_from_probabilities(
-                         tiling.predict_tiled(self.model, image, tile=self.tile), min_size=self.min_size), truth)
+                         tiling.predict_tiled(self.model, image, tile=self.tile), min_size=self.min_size,
+                         split=self.split), truth)
                      for image, truth in zip(self.images, self.truths)]
             logs["val_object_f1"] = float(np.mean([f["f1"] for f in found]))
             logs["val_object_dsb"] = float(np.mean([f["dsb_score"] for f in found]))
@@ -269,7 +319,7 @@ class RunCheckpoint(keras.callbacks.Callback):
         if improved:  # an inference model: loads without keras_unet; training state stays in last.keras
             save_model_atomic(inference_model(self.model, self.percentiles), self.run_dir / "model.keras")
         save_model_atomic(self.model, self.run_dir / "last.keras")
-        write_json(self.run_dir / "state.json", self.state)
+        runs.Run(self.run_dir).write_state(self.state)
 
 
 def format_minutes(seconds: float) -> str:
@@ -383,18 +433,18 @@ def resume(run_dir, epochs: int | None = None, verbose: int = 1, datasets=None, 
     ``epochs``: a new total number of epochs (to train longer than first planned).
     """
     run_dir = Path(run_dir)
-    if not (run_dir / "config.json").is_file():
+    run = runs.Run(run_dir)
+    if not run.started:
         raise ModelFileError(f"{run_dir}: not a run folder to resume (no config.json); start it anew with --out")
-    saved = runs.record(run_dir)
-    config = TrainConfig.from_dict(saved["config"])
+    config = TrainConfig.from_dict(run.settings())
     if epochs is not None and epochs != config.epochs:
         config = config.updated(epochs=epochs).validated()
         if is_chief():  # the run's record follows: a later --resume continues to the new total
-            write_json(run_dir / "config.json", {**saved, "config": asdict(config)})
+            run.update(config=asdict(config))
     has_checkpoint = (run_dir / "last.keras").is_file()
     state = {"epoch": 0, "best": float("inf")}
-    if has_checkpoint and (run_dir / "state.json").is_file():
-        state = runs.read_json(run_dir / runs.STATE)
+    if has_checkpoint and run.state():
+        state = run.state()
     if epochs is not None:  # a new total: the run keeps exactly it (a plan of the old one no longer holds)
         state.pop("plan", None)
         config = config.updated(fixed_schedule=True)
@@ -417,49 +467,21 @@ def _train(config: TrainConfig, run_dir: Path, state: dict, resume: bool, verbos
         keras.mixed_precision.set_global_policy("mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16")
     keras.utils.set_random_seed(config.seed + state["epoch"])
     chief = is_chief()
-
-    train_data, val_data = datasets if datasets is not None else load_data(config)
-    if verbose:
-        for note in train_data.notes:
-            print(f"note: {note}", file=sys.stderr)
-    data.check_tile_fits(train_data, config.tile, config.depth, config.padding)
-    raw_range = train_data.input_range()
-    # Objects smaller than this are noise: the default --min-size of predict and export for this run.
-    min_object_size = typical_min_size(train_data.targets) if config.n_classes == 2 else 0
-    # The strategy before any TF op runs (the normalisation below is one): collective ops are
-    # configured at program start-up.
+    # The strategy before any TF op runs (loading the model of --from, the normalisation in
+    # network_input): collective ops are configured at program start-up.
     strategy = distribution_strategy(config.strategy)
-    # Per-image percentiles: the images are normalised once, whole, and the network learns on
-    # them; model.keras puts the same normalisation in front (model.inference_model). Fixed range:
-    # the network's first layer maps raw_range to [0, 1], as in every run made before per-image
-    # normalisation.
-    percentiles = tuple(config.percentiles) if config.normalization == "percentile" else None
-    input_range, value_range = (None, (0.0, 1.0)) if percentiles else (raw_range, raw_range)
-    raw_train_data, raw_val_data = train_data, val_data
-    train_data, val_data = pipeline.network_input(train_data, percentiles), pipeline.network_input(val_data, percentiles)
+    prepared = _prepare_data(config, datasets, resume, verbose)
+    train_data, val_data = prepared.network_input()
     if chief:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(run_dir)  # left by a process killed while writing
-    if chief and not resume:
-        write_json(run_dir / "config.json", {"config": asdict(config), "input_range": raw_range,
-                                             "min_object_size": min_object_size,
-                                             "versions": versions(), "data_notes": train_data.notes,
-                                             "train_samples": train_data.sources, "val_samples": val_data.sources})
-
-    with strategy.scope():
-        if resume:
-            model = keras.models.load_model(run_dir / "last.keras")
-        else:
-            model = build_model(config, train_data.channels, input_range)
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and strategy.num_replicas_in_sync > 1:
-        keras_patches.patch_multiworker_fit(model)
+        _start_folder(config, run_dir, resume, prepared, train_data, val_data)
+    model = _model(config, run_dir, resume, strategy, train_data.channels, prepared.input_range)
     global_batch = config.batch_size * strategy.num_replicas_in_sync
     params = augment.AugmentParams() if config.augment else augment.AugmentParams.none()
     train_ds = pipeline.training_dataset(train_data, config.tile, global_batch, config.depth, config.padding,
-                                         params, value_range, seed=config.seed * 100_003 + state["epoch"],
+                                         params, prepared.value_range, seed=config.seed * 100_003 + state["epoch"],
                                          on_device=augment_on_device(config))
-    callbacks, validation = _callbacks(config, run_dir, state, chief, val_data, min_object_size, percentiles,
-                                       global_batch, resume, verbose, started)
+    callbacks, validation = _callbacks(config, run_dir, state, chief, val_data, prepared.min_object_size,
+                                       prepared.percentiles, global_batch, resume, verbose, started)
     callbacks += extra
     history = {}
     if state["epoch"] < config.epochs:
@@ -468,10 +490,82 @@ def _train(config: TrainConfig, run_dir: Path, state: dict, resume: bool, verbos
                             verbose=verbose if verbose == 1 else 0, shuffle=False).history
     time_limited = any(isinstance(c, TimeLimit) and c.stopped for c in callbacks)
     if chief:
-        if not time_limited and validation is not None and validation.images and config.n_classes == 2:
-            choose_postprocessing(run_dir, validation, min_object_size, verbose)
-        write_report(run_dir, raw_val_data if len(raw_val_data) else raw_train_data)
+        if not time_limited and validation is not None and validation.images:
+            choose_postprocessing(run_dir, validation, prepared.min_object_size, verbose)
+        write_report(run_dir, prepared.val if len(prepared.val) else prepared.train)
     return {**state, "history": history, "model": model, "config": config, "time_limited": time_limited}
+
+
+@dataclass
+class PreparedData:
+    """What a run trains on, before normalisation (``train``, ``val``: raw values), and what it
+    derives from it: the raw range, the per-image percentiles (None: the fixed range), the
+    typical minimum object size."""
+
+    train: data.Dataset
+    val: data.Dataset
+    raw_range: tuple
+    percentiles: tuple | None
+    min_object_size: int
+
+    @property
+    def input_range(self):
+        """The network's own input mapping: none where images are normalised by percentiles."""
+        return None if self.percentiles else self.raw_range
+
+    @property
+    def value_range(self):
+        """The range of the values the network sees (augmentation clips to it)."""
+        return (0.0, 1.0) if self.percentiles else self.raw_range
+
+    def network_input(self) -> tuple[data.Dataset, data.Dataset]:
+        # Per-image percentiles: the images are normalised once, whole, and the network learns on
+        # them; model.keras puts the same normalisation in front (model.inference_model). Fixed
+        # range: the network's first layer maps raw_range to [0, 1], as in every run made before
+        # per-image normalisation.
+        return pipeline.network_input(self.train, self.percentiles), pipeline.network_input(self.val, self.percentiles)
+
+
+def _prepare_data(config: TrainConfig, datasets, resume: bool, verbose: int) -> PreparedData:
+    """The datasets (given, or the configured ones), checked against the tile, in the channels of
+    the model the run starts from, with what the run derives from them."""
+    train_data, val_data = datasets if datasets is not None else load_data(config)
+    if config.init_from and not resume:  # gray data for an RGB model: as R = G = B (tiling.gray_for_rgb)
+        channels = starting_point(config.init_from)[1]["in_channels"]
+        train_data, val_data = train_data.with_channels(channels), val_data.with_channels(channels)
+    if verbose:
+        for note in train_data.notes:
+            print(f"note: {note}", file=sys.stderr)
+    data.check_tile_fits(train_data, config.tile, config.depth, config.padding)
+    # Objects smaller than this are noise: the default --min-size of predict and export for this run.
+    min_object_size = typical_min_size(train_data.targets) if object_split(config) else 0
+    percentiles = tuple(config.percentiles) if config.normalization == "percentile" else None
+    return PreparedData(train_data, val_data, train_data.input_range(), percentiles, min_object_size)
+
+
+def _start_folder(config: TrainConfig, run_dir: Path, resume: bool, prepared: PreparedData, train_data, val_data):
+    """The run folder, cleared of temporaries a killed process left, and a new run's record."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(run_dir)
+    if not resume:
+        runs.Run(run_dir).start({"config": asdict(config), "input_range": prepared.raw_range,
+                                 "min_object_size": prepared.min_object_size, "versions": versions(),
+                                 "data_notes": train_data.notes, "train_samples": train_data.sources,
+                                 "val_samples": val_data.sources})
+
+
+def _model(config: TrainConfig, run_dir: Path, resume: bool, strategy, channels: int, input_range) -> keras.Model:
+    """The network to train: the run's last checkpoint, or a new one (from ``init_from``'s weights)."""
+    with strategy.scope():
+        if resume:
+            model = keras.models.load_model(run_dir / "last.keras")
+        else:
+            model = build_model(config, channels, input_range)
+            if config.init_from:
+                start_from(model, config.init_from)
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and strategy.num_replicas_in_sync > 1:
+        keras_patches.patch_multiworker_fit(model)
+    return model
 
 
 # Validation's bounds: loss tiles, and whole images for the object scores (at most this many, and
@@ -496,10 +590,11 @@ def _callbacks(config: TrainConfig, run_dir: Path, state: dict, chief: bool, val
             if picks and pixels > VALIDATION_PIXELS:
                 break
             picks.append(i)
-        objects = config.n_classes == 2
+        objects = config.n_classes == 2 or config.target == "three_class"
         validation = Validation(tiles, [val_data.images[i] for i in picks] if objects else [],
                                 [val_data.targets[i] for i in picks] if objects else [], val_tile, min_object_size,
-                                batch_size, validate_at=state.get("plan", {}).get("validate_at") or (state["epoch"] + 1,))
+                                batch_size, validate_at=state.get("plan", {}).get("validate_at") or (state["epoch"] + 1,),
+                                split=object_split(config))
     select = selection_metric(config, validation is not None)
     planner = BudgetPlanner(config, state, validation, started, fixed=config.fixed_schedule or "plan" in state,
                             verbose=verbose)
@@ -527,13 +622,14 @@ def choose_postprocessing(run_dir: Path, validation: Validation, min_object_size
 
     model = inference.load_model(run_dir)
     probabilities = [tiling.predict_tiled(model, image, tile=validation.tile) for image in validation.images]
-    chosen = postprocess.choose(probabilities, validation.truths, typical_min_size=min_object_size)
+    splits = ("boundary", "none") if validation.split == "boundary" else postprocess.SPLITS
+    chosen = postprocess.choose(probabilities, validation.truths, typical_min_size=min_object_size, splits=splits)
     runs.update_record(run_dir, postprocessing=chosen)
     if verbose:
         threshold = "argmax" if chosen["threshold"] is None else f"p >= {chosen['threshold']:g}"
         print(f"post-processing chosen on {chosen['images']} validation images: {threshold}, objects under "
               f"{chosen['min_size']} px dropped, split {chosen['split']} (DSB score {chosen['value']:.3f}; "
-              f"{chosen['default_value']:.3f} with argmax and no split)", file=sys.stderr, flush=True)
+              f"{chosen['default_value']:.3f} with argmax, split {validation.split})", file=sys.stderr, flush=True)
     return chosen
 
 
