@@ -127,10 +127,9 @@ def main():
     notes = (f"Block {args.block} px, tile {args.tile}, a depth-5 network of 4 base filters (random weights). "
              f"Peak memory: the whole process (TensorFlow's ~0.5 GB included), sampled every 0.1 s. "
              f"Images per minute, {args.images} images of 512 px, one task each, LocalCluster with threads_per_worker=1: "
-             f"1 worker {scaling[1]:.1f}, 2 workers {scaling[2]:.1f} ({scaling[2] / scaling[1]:.2f}x): on 2 cores "
-             "one TensorFlow process already uses both, so a second worker here adds little; on N machines the "
-             "tasks are independent (no data moves but paths), so images per minute scale with the machines as "
-             "long as the store they read and write keeps up.")
+             f"1 worker {scaling[1]:.1f}, 2 workers {scaling[2]:.1f} ({scaling[2] / scaling[1]:.2f}x). The tasks are "
+             "independent (no data moves but paths), so on N machines images per minute scale with the machines "
+             "as long as the store they read and write keeps up.")
     write_table("bigimages", "Big images block by block: memory and time against size",
                 f"python benchmarks/bigimages.py --sizes {' '.join(map(str, args.sizes))} --block {args.block}",
                 ["image", "Mpx", "peak RSS, MB", "predict, s", "stitch, s", "stitch / predict", "Mpx / min"], rows,

@@ -47,7 +47,20 @@ def load_model(path):
         model = keras.models.load_model(path, compile=False)
     except Exception as err:  # Keras raises many kinds for a model it cannot rebuild
         raise ModelFileError(f"{path}: cannot load model ({type(err).__name__}: {err})".splitlines()[0]) from None
-    return with_run_normalization(model, path)
+    model = with_run_normalization(model, path)
+    _recorded_settings(model, path)
+    return model
+
+
+def _recorded_settings(model, path: Path) -> None:
+    """The settings the run recorded become the model's ``unet_config`` (stored, not read back
+    from layers), where they describe this model (its classes); else it is read as before."""
+    from keras_unet import runs
+    from keras_unet.model import remember_config
+
+    recorded = runs.architecture(path)
+    if recorded and recorded["n_classes"] == int(model.output_shape[-1]):
+        remember_config(model, {**recorded, "in_channels": int(model.input_shape[-1])})
 
 
 def with_run_normalization(model, path: Path):

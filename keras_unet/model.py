@@ -182,6 +182,12 @@ def unet_config(model: keras.Model) -> dict:
     return dict(found)
 
 
+def remember_config(model: keras.Model, config: dict) -> None:
+    """Give ``model`` its :func:`unet_config` from what its run recorded (``keras_unet.runs``)
+    instead of reading it back from its layers."""
+    _CONFIGS[model] = dict(config)
+
+
 def _read_unet_config(model: keras.Model) -> dict:
     percentiles = percentiles_of(model)
     model = network_of(model)

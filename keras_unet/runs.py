@@ -97,6 +97,20 @@ def postprocessing_with(path, threshold=None, min_size=None, split=None) -> dict
     return {**chosen, **{k: v for k, v in given.items() if v is not None}}
 
 
+def architecture(path) -> dict | None:
+    """The network's settings as the run recorded them (``unet_config``'s keys but
+    ``in_channels``), or None for a model without a run record."""
+    run = record(path)
+    settings = run.get("config")
+    if not settings or "depth" not in settings:
+        return None
+    percentile = settings.get("normalization", "range") == "percentile"
+    return {"depth": settings["depth"], "base_filters": settings["base_filters"], "n_classes": settings["n_classes"],
+            "padding": settings.get("padding", "valid"), "batch_norm": bool(settings.get("batch_norm", False)),
+            "input_range": None if percentile else tuple(run.get("input_range") or (0.0, 1.0)),
+            "percentiles": tuple(settings["percentiles"]) if percentile else None}
+
+
 @dataclass(frozen=True)
 class Run:
     """One run folder: its record, its state, its model files. ``Run.of(path)`` takes a run

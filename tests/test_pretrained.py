@@ -268,3 +268,16 @@ def test_the_shipped_model_exports_by_name_with_its_verification(fmt, tmp_path):
     result = run("export", "nuclei", "--format", fmt, "--tile", 252, "--out", tmp_path / "out", "--name", "nuclei")
     assert result.exit_code == 0, result.output
     assert any((tmp_path / "out").rglob("*.pb" if fmt == "savedmodel" else "*.onnx"))
+
+
+def test_a_runs_settings_are_the_recorded_ones_and_equal_what_the_layers_say(source_run):
+    """load_model gives a run's model the settings its run recorded (runs.architecture); they
+    agree with reading them back from the layers, for a fresh run and the shipped model."""
+    from keras_unet.model import _read_unet_config
+
+    for path in (source_run, "nuclei"):
+        model = inference.load_model(path)
+        recorded = {**runs.architecture(path), "in_channels": int(model.input_shape[-1])}
+        assert unet_config(model) == recorded
+        read = _read_unet_config(model)
+        assert {**read, "input_range": read["input_range"] and tuple(read["input_range"])} == recorded
