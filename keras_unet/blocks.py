@@ -35,6 +35,7 @@ from scipy import ndimage
 
 from keras_unet import sizes
 from keras_unet.errors import SettingsError
+from keras_unet.instances import foreground
 
 HOLE_HALO = 64  # px of context for filling holes; holes wider than this across stay open
 
@@ -116,18 +117,12 @@ def predict_block(model, image, rows: slice, cols: slice, normalization=None, ti
 # -- Objects across blocks --------------------------------------------------------------------------
 
 
-def _foreground(probabilities: np.ndarray, threshold, object_class: int = 1) -> np.ndarray:
-    from keras_unet.instances import foreground
-
-    return foreground(probabilities, object_class, threshold)
-
-
 def label_blocks(probabilities, labels, grid: BlockGrid, threshold=None, object_class: int = 1) -> int:
     """Phase 1: per block, the 4-connected components of the object class written into
     ``labels`` (uint32 store) with labels unique over the image; returns the count."""
     offset = 0
     for rows, cols in grid.cores():
-        local, count = ndimage.label(_foreground(np.asarray(probabilities[rows, cols]), threshold, object_class))
+        local, count = ndimage.label(foreground(np.asarray(probabilities[rows, cols]), object_class, threshold))
         labels[rows, cols] = np.where(local > 0, local + offset, 0).astype(np.uint32)
         offset += count
     return offset

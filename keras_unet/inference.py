@@ -141,12 +141,13 @@ def segment(model_path, image: np.ndarray, threshold: float | None = None, min_s
     from keras_unet import runs
 
     chosen = runs.postprocessing_with(model_path, threshold=threshold, min_size=min_size, split=split)
-    probabilities = predict_probabilities(_loaded(str(model_path)), image, tile=tile, tta=tta, engine=engine)
+    probabilities = predict_probabilities(load_model_cached(str(model_path)), image, tile=tile, tta=tta, engine=engine)
     return instances(probabilities, threshold=chosen["threshold"], min_size=chosen["min_size"], split=chosen["split"])
 
 
 @functools.lru_cache(maxsize=4)
-def _loaded(model_path: str):
+def load_model_cached(model_path: str):
+    """:func:`load_model`, once per path and process (``segment``, Dask workers)."""
     return load_model(model_path)
 
 

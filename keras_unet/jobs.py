@@ -24,12 +24,11 @@ from keras_unet.errors import DataError, SettingsError
 DEFAULT_BLOCK = 1024  # px: about 100 MB of float32 input and probabilities per block for 2 classes
 
 
-@functools.lru_cache(maxsize=4)
 def worker_model(model_path: str):
     """The model at ``model_path``, loaded once per process (worker)."""
-    from keras_unet.inference import load_model
+    from keras_unet.inference import load_model_cached
 
-    return load_model(model_path)
+    return load_model_cached(str(model_path))
 
 
 @dataclass(frozen=True)

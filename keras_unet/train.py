@@ -118,9 +118,8 @@ def inherited_settings(source, given: dict | None = None) -> dict:
     return inherited(architecture, dict(given or {}), source)
 
 
-def start_from(model: keras.Model, source) -> None:
-    """Set ``model``'s weights to those of the network of ``source`` (same architecture)."""
-    network, _ = starting_point(source)
+def start_from(model: keras.Model, network: keras.Model, source) -> None:
+    """Set ``model``'s weights to those of ``network``, the bare network of ``source`` (same architecture)."""
     theirs, ours = network.get_weights(), model.get_weights()
     if [w.shape for w in theirs] != [w.shape for w in ours]:
         raise SettingsError(f"--from {source}: its network does not match this run's (depth, filters, classes, "
@@ -470,11 +469,13 @@ def _train(config: TrainConfig, run_dir: Path, state: dict, resume: bool, verbos
     # The strategy before any TF op runs (loading the model of --from, the normalisation in
     # network_input): collective ops are configured at program start-up.
     strategy = distribution_strategy(config.strategy)
-    prepared = _prepare_data(config, datasets, resume, verbose)
+    # The model --from names, loaded once: its channels shape the data, its weights start the network.
+    source = starting_point(config.init_from) if config.init_from and not resume else None
+    prepared = _prepare_data(config, datasets, verbose, source)
     train_data, val_data = prepared.network_input()
     if chief:
         _start_folder(config, run_dir, resume, prepared, train_data, val_data)
-    model = _model(config, run_dir, resume, strategy, train_data.channels, prepared.input_range)
+    model = _model(config, run_dir, resume, strategy, train_data.channels, prepared.input_range, source)
     global_batch = config.batch_size * strategy.num_replicas_in_sync
     params = augment.AugmentParams() if config.augment else augment.AugmentParams.none()
     train_ds = pipeline.training_dataset(train_data, config.tile, global_batch, config.depth, config.padding,
@@ -526,12 +527,13 @@ class PreparedData:
         return pipeline.network_input(self.train, self.percentiles), pipeline.network_input(self.val, self.percentiles)
 
 
-def _prepare_data(config: TrainConfig, datasets, resume: bool, verbose: int) -> PreparedData:
+def _prepare_data(config: TrainConfig, datasets, verbose: int, source=None) -> PreparedData:
     """The datasets (given, or the configured ones), checked against the tile, in the channels of
-    the model the run starts from, with what the run derives from them."""
+    the model the run starts from (``source``: :func:`starting_point`), with what the run derives
+    from them."""
     train_data, val_data = datasets if datasets is not None else load_data(config)
-    if config.init_from and not resume:  # gray data for an RGB model: as R = G = B (tiling.gray_for_rgb)
-        channels = starting_point(config.init_from)[1]["in_channels"]
+    if source is not None:  # gray data for an RGB model: as R = G = B (tiling.gray_for_rgb)
+        channels = source[1]["in_channels"]
         train_data, val_data = train_data.with_channels(channels), val_data.with_channels(channels)
     if verbose:
         for note in train_data.notes:
@@ -554,15 +556,17 @@ def _start_folder(config: TrainConfig, run_dir: Path, resume: bool, prepared: Pr
                                  "val_samples": val_data.sources})
 
 
-def _model(config: TrainConfig, run_dir: Path, resume: bool, strategy, channels: int, input_range) -> keras.Model:
-    """The network to train: the run's last checkpoint, or a new one (from ``init_from``'s weights)."""
+def _model(config: TrainConfig, run_dir: Path, resume: bool, strategy, channels: int, input_range,
+           source=None) -> keras.Model:
+    """The network to train: the run's last checkpoint, or a new one (from the weights of
+    ``source``, :func:`starting_point` of ``init_from``)."""
     with strategy.scope():
         if resume:
             model = keras.models.load_model(run_dir / "last.keras")
         else:
             model = build_model(config, channels, input_range)
-            if config.init_from:
-                start_from(model, config.init_from)
+            if source is not None:
+                start_from(model, source[0], config.init_from)
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and strategy.num_replicas_in_sync > 1:
         keras_patches.patch_multiworker_fit(model)
     return model
