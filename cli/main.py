@@ -29,22 +29,14 @@ def user_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from keras_unet.errors import UserInputError
+        from keras_unet.errors import UserInputError, user_message
 
         try:
             return fn(*args, **kwargs)
-        except UserInputError as err:
-            raise InputError(one_line(err)) from None
-        except OSError as err:
-            where = f"{err.filename}: " if err.filename and str(err.filename) not in str(err.strerror or "") else ""
-            raise InputError(f"{where}{err.strerror or one_line(err)}") from None
+        except (UserInputError, OSError) as err:
+            raise InputError(user_message(err)) from None
 
     return wrapper
-
-
-def one_line(err: BaseException) -> str:
-    """The first line of an error's message (its type name if it has none)."""
-    return str(err).splitlines()[0] if str(err) else type(err).__name__
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -28,3 +28,20 @@ class ModelFileError(UserInputError):
 
 class ExportError(UserInputError):
     """An export that cannot be written as asked or fails its check against the Keras model."""
+
+
+def one_line(err: BaseException) -> str:
+    """The first line of an error's message (its type name if it has none)."""
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
+
+
+def user_message(err: BaseException) -> str | None:
+    """The one line a user is shown for an error they can fix (a :class:`UserInputError`, or an
+    OS error: missing, unreadable, unwritable file), naming the file; None for any other error (a bug).
+    The CLI and the napari widget show the same words."""
+    if isinstance(err, UserInputError):
+        return one_line(err)
+    if isinstance(err, OSError):
+        where = f"{err.filename}: " if err.filename and str(err.filename) not in str(err.strerror or "") else ""
+        return f"{where}{err.strerror or one_line(err)}"
+    return None

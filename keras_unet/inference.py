@@ -167,17 +167,19 @@ def write_prediction(path: Path, pages: list[np.ndarray], kind: str, scale_label
 
 
 class PredictionJob:
-    """One image file to predict: its pages, the checks, the tiles, then :meth:`run`.
+    """One image file (or the pages of an image already in memory) to predict: its pages, the
+    checks, the tiles, then :meth:`run` (files) or :meth:`probabilities` (arrays).
 
     Split in two so a caller can show what is coming (``warnings``, ``total_tiles`` for a progress
-    bar) before the work starts.
+    bar) before the work starts. ``pages`` (each ``(H, W)`` or ``(H, W, C)``) in place of reading
+    ``path``: the napari widget predicts a layer exactly as ``predict`` predicts a file.
     """
 
     def __init__(self, model, path, tile=None, batch_size: int = 1, memory_mb: int = 4096, tta: int = 1,
-                 engine: str = "tensorflow"):
+                 engine: str = "tensorflow", pages: list[np.ndarray] | None = None):
         config = unet_config(model)
         self.model, self.path, self.batch_size, self.tta, self.memory_mb = model, Path(path), batch_size, tta, memory_mb
-        self.pages = data.read_pages(path)
+        self.pages = data.read_pages(path) if pages is None else pages
         self.warnings = list(dict.fromkeys(w for page in self.pages for w in check_image(page, config, path)))
         self.tiles = [tiling.resolve_tile(model, page.shape, tile, batch_size, memory_mb) for page in self.pages]
         self.total_tiles = tta * sum(tiling.count_tiles(page.shape, t, config["depth"], config["padding"])
@@ -186,20 +188,29 @@ class PredictionJob:
         self.engine = tiling.resolve_engine(model, self.pages[0].shape, engine, self.tiles[0], batch_size, memory_mb,
                                             tiles=self.total_tiles)
 
+    def probabilities(self, progress=None):
+        """Each page's ``(H, W, n_classes)`` probabilities in turn; ``progress(tiles)`` after each
+        batch of tiles (an exception it raises stops the job)."""
+        for page, tile in zip(self.pages, self.tiles):
+            yield predict_probabilities(self.model, page, tile, self.batch_size, self.tta, progress, self.memory_mb,
+                                        self.engine)
+
     def run(self, out_dir: Path, kind: str, threshold: float | None = None, min_size: int = 0,
             split: str | None = None, progress=None) -> Path:
         """Predict every page and write the ``kind`` of output (see :func:`write_prediction`)."""
-        outputs = []
-        for page, tile in zip(self.pages, self.tiles):
-            probabilities = predict_probabilities(self.model, page, tile, self.batch_size, self.tta, progress,
-                                                  self.memory_mb, self.engine)
-            if kind == "instances":
-                outputs.append(instances(probabilities, threshold=threshold, min_size=min_size, split=split))
-            elif kind == "probabilities":
-                outputs.append(probabilities)
-            else:
-                outputs.append(labels_from_probabilities(probabilities, threshold))
+        outputs = [page_output(probabilities, kind, threshold=threshold, min_size=min_size, split=split)
+                   for probabilities in self.probabilities(progress)]
         return write_prediction(output_path(out_dir, self.path, kind), outputs, kind)
+
+
+def page_output(probabilities: np.ndarray, kind: str, threshold: float | None = None, min_size: int = 0,
+                split: str | None = None) -> np.ndarray:
+    """What ``predict --format kind`` makes of one page's probabilities."""
+    if kind == "instances":
+        return instances(probabilities, threshold=threshold, min_size=min_size, split=split)
+    if kind == "probabilities":
+        return probabilities
+    return labels_from_probabilities(probabilities, threshold)
 
 
 def true_objects(mask: np.ndarray, source) -> tuple[np.ndarray, np.ndarray]:
