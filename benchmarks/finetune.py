@@ -8,7 +8,10 @@ Data: ../shared/data/coelho2009 (not used by the shipped model's training). Per 
 N of the others in a fixed random order (seed 0), of which fit validates on one fifth (at least
 one). Fine-tuned: ``fit --from nuclei`` (the finetune preset); from scratch: the cpu preset; both
 at ``--minutes``. Each run's post-processing is the one it chose on its validation images; the
-shipped model's is its own; the baseline's minimum size is the shipped model's.
+shipped model's is its own; the baseline's minimum size is the shipped model's. The shipped model
+with ``--diameter D`` (``predict --diameter``): D is the median equivalent diameter of the objects
+in the first 5 training masks (what a user measures on a few of their images); the baseline is
+then sized by D as well (minimum size scaled, seeds D/4 apart). ``--shipped-only`` skips training.
 """
 import argparse
 import sys
@@ -20,7 +23,6 @@ import numpy as np
 from _common import write_table
 from instances import classical  # the baseline, shared with benchmarks/instances.py
 from keras_unet import data, inference, metrics, runs, settings, train
-from keras_unet.instances import instances_from_probabilities
 
 NUCLEI = Path(__file__).resolve().parents[2] / "shared" / "data" / "coelho2009"
 LINES = {"ic100_": "NIH3T3", "gnf_": "U2OS"}
@@ -36,13 +38,18 @@ def pairs_of(prefix: str) -> tuple[list, list]:
     return [rest[i] for i in order], test
 
 
-def score(run_dir, tests: list) -> tuple[float, float]:
-    """Mean F1 @ IoU 0.5 and DSB score with the run's (or shipped model's) own post-processing."""
-    model, chosen = inference.load_model(run_dir), runs.postprocessing(run_dir)
-    rows = [metrics.evaluate_objects(instances_from_probabilities(
-        inference.predict_probabilities(model, image), threshold=chosen["threshold"], min_size=chosen["min_size"],
-        split=chosen["split"]), truth) for image, truth in tests]
+def score(run_dir, tests: list, diameter=None) -> tuple[float, float]:
+    """Mean F1 @ IoU 0.5 and DSB score with the run's (or shipped model's) own post-processing,
+    as ``predict --format instances [--diameter]`` makes the objects."""
+    rows = [metrics.evaluate_objects(inference.segment(run_dir, image, diameter=diameter), truth)
+            for image, truth in tests]
     return float(np.mean([r["f1"] for r in rows])), float(np.mean([r["dsb_score"] for r in rows]))
+
+
+def measured_diameter(pairs) -> float:
+    """The median equivalent diameter (px) of the objects in these masks."""
+    areas = [a for _, mask in pairs for a in np.bincount(data.read_image(mask).astype(np.int64).ravel())[1:] if a]
+    return float(np.median(np.sqrt(4 * np.asarray(areas) / np.pi)))
 
 
 def trained(config, train_pairs, run_dir: Path) -> str:
@@ -59,6 +66,7 @@ def main():
     parser.add_argument("--sizes", type=int, nargs="+", default=[5, 10, 20])
     parser.add_argument("--lines", nargs="+", default=list(LINES))
     parser.add_argument("--runs", default="/tmp/finetune_runs")
+    parser.add_argument("--shipped-only", action="store_true", help="only the rows without training")
     args = parser.parse_args()
     source = runs.SHIPPED / "nuclei"
     rows = []
@@ -72,8 +80,16 @@ def main():
         base = [metrics.evaluate_objects(classical(image, min_size, 6), truth) for image, truth in tests]
         rows.append([line, "-", "Otsu + distance watershed", f"{np.mean([r['f1'] for r in base]):.3f}",
                      f"{np.mean([r['dsb_score'] for r in base]):.3f}", ""])
-        print(*rows[-2:], sep="\n", file=sys.stderr, flush=True)
-        for n in args.sizes:
+        diameter = measured_diameter(candidates[:5])
+        f1, dsb = score(source, tests, diameter=diameter)
+        rows.append([line, "-", f"shipped nuclei model, --diameter {diameter:.0f}", f"{f1:.3f}", f"{dsb:.3f}", ""])
+        sized = runs.postprocessing_with(source, diameter=diameter)["min_size"]
+        base = [metrics.evaluate_objects(classical(image, sized, max(2, round(diameter / 4))), truth)
+                for image, truth in tests]
+        rows.append([line, "-", f"Otsu + distance watershed sized by {diameter:.0f} px",
+                     f"{np.mean([r['f1'] for r in base]):.3f}", f"{np.mean([r['dsb_score'] for r in base]):.3f}", ""])
+        print(*rows[-4:], sep="\n", file=sys.stderr, flush=True)
+        for n in ([] if args.shipped_only else args.sizes):
             chosen = candidates[:n]
             stamp = f"{prefix}{n}-{time.strftime('%H%M%S')}"
             variants = {

@@ -202,18 +202,23 @@ def engine_option(fn):
                              "conversion.")(fn)
 
 
-def run_postprocessing(model_path, threshold, min_size, split, announce: bool = True):
-    """``(threshold, min_size, split)``: the options given, the rest from the run's record
-    (:func:`keras_unet.runs.postprocessing_with`), said in one line."""
+def run_postprocessing(model_path, threshold, min_size, split, announce: bool = True, diameter=None):
+    """``(threshold, min_size, split, scale)``: the options given, the rest from the run's record
+    (:func:`keras_unet.runs.postprocessing_with`), said in one line; ``scale`` (1 without
+    ``diameter``) is what the images are resized by."""
     from keras_unet import runs
 
-    chosen = runs.postprocessing_with(model_path, threshold=threshold, min_size=min_size, split=split)
+    chosen = runs.postprocessing_with(model_path, threshold=threshold, min_size=min_size, split=split,
+                                      diameter=diameter)
     threshold, min_size, split = chosen["threshold"], chosen["min_size"], chosen["split"]
     if announce:
         origin = "chosen on the run's validation data" if chosen["chosen"] else "defaults"
         click.echo(f"objects: {'argmax' if threshold is None else f'p >= {threshold:g}'}, under {min_size} px "
                    f"dropped, split {split} ({origin}; --threshold, --min-size, --split override)")
-    return threshold, min_size, split
+    if diameter is not None:
+        click.echo(f"images resized by {chosen['scale']:.3g} for the network: objects of {diameter:g} px to the "
+                   f"{chosen['scale'] * diameter:.3g} px it learned")
+    return threshold, min_size, split, chosen["scale"]
 
 
 @main.command()
@@ -240,6 +245,10 @@ def run_postprocessing(model_path, threshold, min_size, split, announce: bool = 
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=None,
               help="Two classes: object where p >= threshold [the run's choice on its validation data, else argmax].")
 @engine_option
+@click.option("--diameter", type=click.FloatRange(min=1.0, min_open=False), default=None,
+              help="Typical diameter (px) of the objects in these images: each is resized so that its objects "
+                   "have the size the model learned (keras-unet models says it), and the results back "
+                   "[as they are].")
 @click.option("--block", type=click.IntRange(min=16), default=None,
               help="Predict block by block (px, a multiple of 16) into an OME-Zarr store: memory set by the block, "
                    "not the image [1024 for OME-Zarr inputs; TIFFs only when given].")
@@ -254,7 +263,7 @@ def run_postprocessing(model_path, threshold, min_size, split, announce: bool = 
               help="Skip inputs whose output is complete (to continue a job that was stopped).")
 @user_errors
 def predict(model_path, inputs, out_dir, tile, batch_size, memory_mb, tta, kind, min_size, split, threshold, engine,
-            block, channel, z, t, ngff, scheduler, skip_done):
+            diameter, block, channel, z, t, ngff, scheduler, skip_done):
     """Segment images of any size with overlap-tile prediction (each page of a stack); OME-Zarr and
     big TIFFs block by block, on a Dask cluster with --scheduler."""
     from keras_unet import data, inference
@@ -264,10 +273,14 @@ def predict(model_path, inputs, out_dir, tile, batch_size, memory_mb, tta, kind,
     ensure_writable_folder(out_dir)
     remove_stale_temporaries(out_dir)  # what a stopped job was writing: redone below
     model = inference.load_model(model_path)
-    threshold, min_size, split = run_postprocessing(model_path, threshold, min_size, split,
-                                                    announce=kind == "instances")
+    threshold, min_size, split, scale = run_postprocessing(model_path, threshold, min_size, split,
+                                                           announce=kind == "instances", diameter=diameter)
     files = [f for path in inputs for f in data.find_images(path)]
     big = [f for f in files if is_zarr(f) or (block and f.suffix.lower() in (".tif", ".tiff"))]
+    if diameter and (big or scheduler):
+        from keras_unet.errors import SettingsError
+
+        raise SettingsError("--diameter is for images predicted whole; resize big images and cluster jobs first")
     if big or scheduler:
         from keras_unet import jobs
 
@@ -286,7 +299,7 @@ def predict(model_path, inputs, out_dir, tile, batch_size, memory_mb, tta, kind,
             click.echo(f"[{number}/{len(files)}] {path.name}: done before, skipped")
             continue
         job = inference.PredictionJob(model, path, tile=tile, batch_size=batch_size, memory_mb=memory_mb, tta=tta,
-                                      engine=engine)
+                                      engine=engine, scale=scale)
         for warning in job.warnings:
             click.echo(f"warning: {warning}", err=True)
         label = (f"[{number}/{len(files)}] {path.name} ({len(job.pages)} page{'s' * (len(job.pages) > 1)}, tiles, "
@@ -409,7 +422,7 @@ def evaluate(model_path, data_dir, out_dir, tile, batch_size, tta, threshold, sw
         run.update(postprocessing={**chosen, "data": str(data_dir)})
         click.echo(f"calibrated on {chosen['images']} page(s) of {data_dir}: DSB score {chosen['value']:.4f} "
                    f"({chosen['default_value']:.4f} with argmax) -> {run.folder / runs.CONFIG}")
-    threshold, min_size, split = run_postprocessing(model_path, threshold, min_size, split, announce=False)
+    threshold, min_size, split, _ = run_postprocessing(model_path, threshold, min_size, split, announce=False)
     rows = []
     with click.progressbar(pairs if pages is None else pages, label="evaluating") as bar:
         for item in bar:
@@ -523,7 +536,7 @@ def export(model_path, fmt, out_dir, name, version, quantize, tile, verify, samp
             click.echo(f"bioimageio.core test_model in a fresh process: {test_package(path)}")
         return
     # the instances signature makes the objects predict makes: the run's threshold and minimum size
-    threshold, min_size, split = run_postprocessing(model_file, None, None, None, announce=False)
+    threshold, min_size, split, _ = run_postprocessing(model_file, None, None, None, announce=False)
     if fmt == "savedmodel" and split != "none":
         click.echo(f"warning: the run splits touching objects by {split}, which the instances signature cannot do "
                    "in TF ops: its objects differ from predict's where objects touch", err=True)

@@ -134,21 +134,32 @@ def instances(probabilities: np.ndarray, threshold: float | None = None, min_siz
 
 
 def segment(model_path, image: np.ndarray, threshold: float | None = None, min_size: int | None = None,
-            split: str | None = None, tile=None, tta: int = 1, engine: str = "tensorflow") -> np.ndarray:
+            split: str | None = None, tile=None, tta: int = 1, engine: str = "tensorflow",
+            diameter: float | None = None) -> np.ndarray:
     """Objects of ``image`` as ``keras-unet predict MODEL --format instances`` makes them: the
     model of a run folder, ``.keras`` file or shipped name, with the run's post-processing
-    (:func:`keras_unet.runs.postprocessing_with`; the keywords given override it)."""
+    (:func:`keras_unet.runs.postprocessing_with`; the keywords given override it). ``diameter``:
+    the objects' typical diameter in ``image`` (px), to resize it to what the model learned."""
     from keras_unet import runs
 
-    chosen = runs.postprocessing_with(model_path, threshold=threshold, min_size=min_size, split=split)
-    probabilities = predict_probabilities(load_model_cached(str(model_path)), image, tile=tile, tta=tta, engine=engine)
+    chosen = runs.postprocessing_with(model_path, threshold=threshold, min_size=min_size, split=split,
+                                      diameter=diameter)
+    job = PredictionJob(load_model_cached(model_path), "image", tile=tile, tta=tta, engine=engine, pages=[image],
+                        scale=chosen["scale"])
+    probabilities = next(job.probabilities())
     return instances(probabilities, threshold=chosen["threshold"], min_size=chosen["min_size"], split=chosen["split"])
 
 
+def load_model_cached(model_path):
+    """:func:`load_model`, once per model file and process (``segment``, Dask workers, the napari
+    widget), again when the file changed (a run trained on: its new ``model.keras``)."""
+    path = resolve_model_path(model_path)
+    return _load_model_version(str(path), path.stat().st_mtime_ns)
+
+
 @functools.lru_cache(maxsize=4)
-def load_model_cached(model_path: str):
-    """:func:`load_model`, once per path and process (``segment``, Dask workers)."""
-    return load_model(model_path)
+def _load_model_version(path: str, _modified: int):
+    return load_model(path)
 
 
 def write_prediction(path: Path, pages: list[np.ndarray], kind: str, scale_labels: bool = True) -> Path:
@@ -176,11 +187,16 @@ class PredictionJob:
     """
 
     def __init__(self, model, path, tile=None, batch_size: int = 1, memory_mb: int = 4096, tta: int = 1,
-                 engine: str = "tensorflow", pages: list[np.ndarray] | None = None):
+                 engine: str = "tensorflow", pages: list[np.ndarray] | None = None, scale: float = 1.0):
         config = unet_config(model)
         self.model, self.path, self.batch_size, self.tta, self.memory_mb = model, Path(path), batch_size, tta, memory_mb
         self.pages = data.read_pages(path) if pages is None else pages
         self.warnings = list(dict.fromkeys(w for page in self.pages for w in check_image(page, config, path)))
+        # scale != 1 (predict --diameter): the network sees each page resized so that its objects
+        # have the size it learned; its probabilities are resized back to the page.
+        self.shapes = [page.shape[:2] for page in self.pages]
+        if scale != 1.0:
+            self.pages = [rescaled(page, scale, path) for page in self.pages]
         self.tiles = [tiling.resolve_tile(model, page.shape, tile, batch_size, memory_mb) for page in self.pages]
         self.total_tiles = tta * sum(tiling.count_tiles(page.shape, t, config["depth"], config["padding"])
                                      for page, t in zip(self.pages, self.tiles))
@@ -191,9 +207,10 @@ class PredictionJob:
     def probabilities(self, progress=None):
         """Each page's ``(H, W, n_classes)`` probabilities in turn; ``progress(tiles)`` after each
         batch of tiles (an exception it raises stops the job)."""
-        for page, tile in zip(self.pages, self.tiles):
-            yield predict_probabilities(self.model, page, tile, self.batch_size, self.tta, progress, self.memory_mb,
-                                        self.engine)
+        for page, tile, shape in zip(self.pages, self.tiles, self.shapes):
+            probabilities = predict_probabilities(self.model, page, tile, self.batch_size, self.tta, progress,
+                                                  self.memory_mb, self.engine)
+            yield probabilities if probabilities.shape[:2] == shape else resized(probabilities, shape)
 
     def run(self, out_dir: Path, kind: str, threshold: float | None = None, min_size: int = 0,
             split: str | None = None, progress=None) -> Path:
@@ -201,6 +218,28 @@ class PredictionJob:
         outputs = [page_output(probabilities, kind, threshold=threshold, min_size=min_size, split=split)
                    for probabilities in self.probabilities(progress)]
         return write_prediction(output_path(out_dir, self.path, kind), outputs, kind)
+
+
+def rescaled(image: np.ndarray, scale: float, source="image") -> np.ndarray:
+    """``image`` ``(H, W[, C])`` resized by ``scale`` (float32; area-averaged when shrinking, so
+    small objects are not aliased away: TensorFlow's antialiased bilinear resize)."""
+    import tensorflow as tf
+
+    height, width = image.shape[:2]
+    size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    if min(size) < 8:
+        raise data.DataError(f"{source}: {height}x{width} px resized by {scale:.3g} (--diameter) is under 8 px; "
+                             f"give the objects' real diameter")
+    planes = image[..., None] if image.ndim == 2 else image
+    out = tf.image.resize(planes.astype(np.float32), size, method="bilinear", antialias=True).numpy()
+    return out[..., 0] if image.ndim == 2 else out
+
+
+def resized(probabilities: np.ndarray, shape) -> np.ndarray:
+    """Probabilities ``(h, w, classes)`` resized (bilinear) to ``shape`` ``(H, W)``: still sums of 1."""
+    import tensorflow as tf
+
+    return tf.image.resize(probabilities, tuple(shape), method="bilinear", antialias=True).numpy()
 
 
 def page_output(probabilities: np.ndarray, kind: str, threshold: float | None = None, min_size: int = 0,

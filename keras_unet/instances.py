@@ -81,15 +81,28 @@ def remove_small(labels: np.ndarray, min_size: int) -> np.ndarray:
     return new[labels]
 
 
-def typical_min_size(targets, object_class: int = 1) -> int:
-    """A data-driven ``min_size`` (px): a quarter of the 5th percentile of the true objects' areas
-    (class ``object_class`` components of the training targets), so specks of noise are dropped
-    and the smallest real objects, partial ones at image edges included, are kept; 0 without objects."""
+def object_areas(targets, object_class: int = 1) -> list[int]:
+    """Areas (px) of the class ``object_class`` components of the targets, all images together."""
     areas = []
     for target in targets:
         labels = instances_from_binary(np.asarray(target) == object_class)
         areas.extend(np.bincount(labels.ravel())[1:].tolist())
+    return areas
+
+
+def typical_min_size(targets, object_class: int = 1) -> int:
+    """A data-driven ``min_size`` (px): a quarter of the 5th percentile of the true objects' areas
+    (class ``object_class`` components of the training targets), so specks of noise are dropped
+    and the smallest real objects, partial ones at image edges included, are kept; 0 without objects."""
+    areas = object_areas(targets, object_class)
     return int(0.25 * np.percentile(areas, 5)) if areas else 0
+
+
+def typical_diameter(targets, object_class: int = 1) -> float | None:
+    """The median equivalent diameter (px, ``sqrt(4 area / pi)``) of the training objects: the
+    object size a model learned, which ``predict --diameter`` rescales other images to. None without objects."""
+    areas = object_areas(targets, object_class)
+    return round(float(np.median(np.sqrt(4 * np.asarray(areas) / np.pi))), 1) if areas else None
 
 
 def window_offsets(gap: int) -> list[tuple[int, int]]:

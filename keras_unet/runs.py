@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from keras_unet.files import atomic_path
+from keras_unet.errors import SettingsError
 
 CONFIG, STATE = "config.json", "state.json"
 # The models shipped with the package: each a run folder (model.keras, config.json) plus card.json.
@@ -89,10 +90,20 @@ def postprocessing(path) -> dict:
             "split": chosen.get("split", "boundary" if three else "none"), "chosen": bool(chosen)}
 
 
-def postprocessing_with(path, threshold=None, min_size=None, split=None) -> dict:
+def postprocessing_with(path, threshold=None, min_size=None, split=None, diameter=None) -> dict:
     """:func:`postprocessing` with the options a caller gave (not None) in place of the run's:
-    what ``predict --format instances`` uses, for the CLI and library callers alike."""
-    chosen = postprocessing(path)
+    what ``predict --format instances`` uses, for the CLI and library callers alike. ``diameter``
+    (px, the objects in the images to predict) adds ``scale``, the factor that resizes them to the
+    objects the model learned (its recorded ``object_diameter``), and the run's minimum size in
+    the images' pixels; without it ``scale`` is 1."""
+    chosen = {**postprocessing(path), "scale": 1.0}
+    if diameter is not None:
+        learned = record(path).get("object_diameter")
+        if not learned:
+            raise SettingsError(f"{path}: the model records no object diameter (it did not train on objects, or "
+                                f"before diameters were recorded); leave out --diameter and resize the images")
+        chosen["scale"] = float(learned) / float(diameter)
+        chosen["min_size"] = int(round(chosen["min_size"] / chosen["scale"] ** 2))
     given = {"threshold": threshold, "min_size": min_size, "split": split}
     return {**chosen, **{k: v for k, v in given.items() if v is not None}}
 

@@ -34,7 +34,7 @@ from keras_unet.budget import cosine_rate, plan_schedule
 from keras_unet.errors import ModelFileError, SettingsError
 from keras_unet.files import atomic_path, remove_stale_temporaries
 from keras_unet.settings import TrainConfig
-from keras_unet.instances import typical_min_size
+from keras_unet.instances import typical_diameter, typical_min_size
 from keras_unet.model import inference_model, unet, unet_config
 
 
@@ -508,6 +508,7 @@ class PreparedData:
     raw_range: tuple
     percentiles: tuple | None
     min_object_size: int
+    object_diameter: float | None = None  # px, median of the training objects (predict --diameter)
 
     @property
     def input_range(self):
@@ -541,8 +542,9 @@ def _prepare_data(config: TrainConfig, datasets, verbose: int, source=None) -> P
     data.check_tile_fits(train_data, config.tile, config.depth, config.padding)
     # Objects smaller than this are noise: the default --min-size of predict and export for this run.
     min_object_size = typical_min_size(train_data.targets) if object_split(config) else 0
+    diameter = typical_diameter(train_data.targets) if object_split(config) else None
     percentiles = tuple(config.percentiles) if config.normalization == "percentile" else None
-    return PreparedData(train_data, val_data, train_data.input_range(), percentiles, min_object_size)
+    return PreparedData(train_data, val_data, train_data.input_range(), percentiles, min_object_size, diameter)
 
 
 def _start_folder(config: TrainConfig, run_dir: Path, resume: bool, prepared: PreparedData, train_data, val_data):
@@ -551,7 +553,8 @@ def _start_folder(config: TrainConfig, run_dir: Path, resume: bool, prepared: Pr
     remove_stale_temporaries(run_dir)
     if not resume:
         runs.Run(run_dir).start({"config": asdict(config), "input_range": prepared.raw_range,
-                                 "min_object_size": prepared.min_object_size, "versions": versions(),
+                                 "min_object_size": prepared.min_object_size,
+                                 "object_diameter": prepared.object_diameter, "versions": versions(),
                                  "data_notes": train_data.notes, "train_samples": train_data.sources,
                                  "val_samples": val_data.sources})
 

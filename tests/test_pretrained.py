@@ -281,3 +281,66 @@ def test_a_runs_settings_are_the_recorded_ones_and_equal_what_the_layers_say(sou
         assert unet_config(model) == recorded
         read = _read_unet_config(model)
         assert {**read, "input_range": read["input_range"] and tuple(read["input_range"])} == recorded
+
+
+def test_the_cached_model_is_loaded_again_when_its_file_changes(model_file, tmp_path):
+    """The napari loop (predict, correct, train on, predict again) must not keep the old weights."""
+    import os
+    import shutil
+
+    from keras_unet import inference
+
+    path = tmp_path / "model.keras"
+    shutil.copy(model_file, path)
+    first = inference.load_model_cached(path)
+    assert inference.load_model_cached(str(path)) is first
+    shutil.copy(model_file, path)
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    assert inference.load_model_cached(path) is not first
+
+
+def test_diameter_resizes_large_nuclei_to_what_the_model_learned(tmp_path):
+    """Nuclei 4x larger than those it trained on (a real DSB2018 crop, enlarged): the shipped model
+    fails on them as they are and, told their diameter, finds them as in the original, through
+    the library and predict --diameter alike."""
+    root = shared_data("dsb2018-train")
+    name = "547ef286ee5f4e5dce533e982e6992ada67b7d727fdd3cfa6576f24c631a7ae6"
+    image = data.read_image(root / "images" / f"{name}.png")[:256, :256]
+    truth = data.read_image(root / "masks" / f"{name}.tif").astype(np.int64)[:256, :256]
+    areas = np.bincount(truth.ravel())[1:]
+    diameter = float(np.median(np.sqrt(4 * areas[areas > 0] / np.pi)))  # 22 px
+    original = metrics.evaluate_objects(inference.segment("nuclei", image), truth)["f1"]
+    big, big_truth = np.kron(image, np.ones((4, 4, 1), image.dtype)), np.kron(truth, np.ones((4, 4), truth.dtype))
+    plain = metrics.evaluate_objects(inference.segment("nuclei", big), big_truth)["f1"]
+    sized = inference.segment("nuclei", big, diameter=4 * diameter)
+    f1 = metrics.evaluate_objects(sized, big_truth)["f1"]
+    assert original > 0.7 and plain < 0.4 and f1 > original - 0.05, (original, plain, f1)
+    data.write_image(tmp_path / "big.png", big)
+    result = CliRunner().invoke(main, ["predict", "nuclei", str(tmp_path / "big.png"), "--format", "instances",
+                                       "--diameter", str(4 * diameter), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "images resized by 0.229" in result.output
+    np.testing.assert_array_equal(data.read_image(tmp_path / "out" / "big_instances.tif"), sized)
+
+
+def test_diameter_scales_the_runs_minimum_size_and_needs_a_recorded_diameter(model_file, tmp_path):
+    own = runs.postprocessing_with("nuclei")
+    halved = runs.postprocessing_with("nuclei", diameter=2 * 20.2)
+    assert own["scale"] == 1.0 and halved["scale"] == pytest.approx(0.5)
+    assert halved["min_size"] == 4 * own["min_size"] and halved["threshold"] == own["threshold"]
+    assert runs.postprocessing_with("nuclei", diameter=40.4, min_size=5)["min_size"] == 5  # given: kept
+    data.write_image(tmp_path / "cells.png", synthetic.sample(shape=(96, 96))[0])
+    result = CliRunner().invoke(main, ["predict", str(model_file), str(tmp_path / "cells.png"), "--diameter", "30",
+                                       "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "records no object diameter" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+def test_fit_records_the_training_objects_diameter(tmp_path):
+    result = CliRunner().invoke(main, ["fit", "--depth", "3", "--base-filters", "4", "--tile", "68", "--epochs", "1",
+                                       "--steps", "1", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    recorded = runs.record(tmp_path / "run")["object_diameter"]
+    cells = [synthetic.sample(seed=s)[1] for s in range(3)]
+    areas = np.concatenate([np.bincount(c.ravel())[1:] for c in cells])
+    assert 0.6 < recorded / np.median(np.sqrt(4 * areas[areas > 0] / np.pi)) < 1.1  # borders take a rim off

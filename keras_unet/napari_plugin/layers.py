@@ -31,6 +31,7 @@ class Settings:
     threshold: float | None = None
     min_size: int | None = None
     split: str | None = None
+    diameter: float | None = None  # px, the objects in the layer (predict --diameter); None: as they are
     engine: str = "auto"
     objects: bool = True
     probabilities: bool = False
@@ -78,10 +79,10 @@ def segment(layer_data, settings: Settings, rgb: bool = False, name: str = "imag
     batch; it may raise (:class:`Cancelled`) to stop, and then nothing is returned."""
     model = inference.load_model_cached(settings.model)
     chosen = runs.postprocessing_with(settings.model, threshold=settings.threshold, min_size=settings.min_size,
-                                      split=settings.split)
+                                      split=settings.split, diameter=settings.diameter)
     pages, lead = pages_of(layer_data, rgb, name)
     job = inference.PredictionJob(model, name, tile=settings.tile, tta=settings.tta, engine=settings.engine,
-                                  pages=pages)
+                                  pages=pages, scale=chosen["scale"])
     done = 0
 
     def tiles_done(n: int) -> None:

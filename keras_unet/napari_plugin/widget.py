@@ -45,6 +45,9 @@ class SegmentWidget(Container):
         self.image = ComboBox(label="image", choices=self._image_layers, nullable=True)
         self.tile = SpinBox(label="tile (0 = auto)", value=0, min=0, max=4092, step=16)
         self.tta = SpinBox(label="TTA transforms", value=1, min=1, max=8)
+        self.diameter = SpinBox(label="object diameter (px, 0 = as trained)", value=0, min=0, max=10_000,
+                                tooltip="the objects' typical diameter in this image: it is resized so that they "
+                                        "have the size the model learned (predict --diameter)")
         self.threshold = FloatSpinBox(label="threshold (0 = argmax)", value=0.0, min=0.0, max=1.0, step=0.05)
         self.min_size = SpinBox(label="min object size (px)", value=0, min=0, max=10**7)
         self.split = ComboBox(label="split touching", choices=SPLITS, value="none")
@@ -54,7 +57,7 @@ class SegmentWidget(Container):
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="tiles", value=0, min=0, max=1)
         self.status = Label(value="")
-        self.extend([self.model, self.path, self.image, self.tile, self.tta, self.threshold, self.min_size, self.split,
+        self.extend([self.model, self.path, self.image, self.tile, self.tta, self.diameter, self.threshold, self.min_size, self.split,
                      self.objects, self.probabilities, self.run_button, self.cancel_button, self.progress, self.status])
         self.worker = None
         self._cancel = threading.Event()
@@ -91,12 +94,21 @@ class SegmentWidget(Container):
         self.threshold.value = chosen["threshold"] or 0.0
         self.min_size.value = int(chosen["min_size"])
         self.split.value = chosen["split"]
+        self._own = chosen
 
     def settings(self) -> layers.Settings:
+        """The fields as :class:`layers.Settings`; a post-processing field left at the model's own
+        value is passed as None (the model's choice: its minimum size then follows ``diameter``)."""
+        own = getattr(self, "_own", {})
+
+        def changed(name, value):
+            return None if own and own.get(name) == value else value
+
+        threshold = changed("threshold", self.threshold.value or None)
         return layers.Settings(model=self.model_path(), tile=self.tile.value or None, tta=self.tta.value,
-                               threshold=self.threshold.value or None, min_size=self.min_size.value,
-                               split=self.split.value, objects=self.objects.value,
-                               probabilities=self.probabilities.value)
+                               threshold=threshold, min_size=changed("min_size", self.min_size.value),
+                               split=changed("split", self.split.value), diameter=self.diameter.value or None,
+                               objects=self.objects.value, probabilities=self.probabilities.value)
 
     # -- running -------------------------------------------------------------------------------
 
