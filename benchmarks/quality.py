@@ -13,7 +13,10 @@ Sets (../shared/data; nothing from them is committed):
 * ``synthetic``: the embedded synthetic cells, 5 fresh test samples.
 
 Each model is the run's ``model.keras`` (chosen on validation object F1) used as
-``keras-unet predict --format instances`` uses it (argmax, defaults of keras_unet.instances).
+``keras-unet predict --format instances`` uses it: with the post-processing the run chose on its
+validation images (threshold, minimum size, split), and for comparison with argmax and the run's
+``min_object_size`` (what predict did before the choice). ``results/quality_before.md`` is the
+same benchmark on the version before the budget planner, cheap validation and the choice.
 """
 import argparse
 import sys
@@ -23,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from _common import write_table
+from budget import time_shares  # validation's share of the wall time, from log.csv
 from instances import classical  # the baseline, shared with benchmarks/instances.py
 from keras_unet import data, inference, metrics, runs, settings, synthetic, train, weights
 from keras_unet.instances import instances_from_probabilities
@@ -121,32 +125,44 @@ def main():
                    f"(epoch {state.get('best_epoch')})")
         print(name, trained, file=sys.stderr, flush=True)
         model = inference.load_model(run_dir)
-        min_size = runs.min_object_size(run_dir)  # what predict --format instances uses by default
+        min_size = runs.min_object_size(run_dir)  # what predict --format instances used before the choice
+        chosen = runs.postprocessing(run_dir)
+        how = "argmax" if chosen["threshold"] is None else f"p >= {chosen['threshold']:g}"
+        how = f"{how}, min {chosen['min_size']} px, split {chosen['split']}"
+        shares = time_shares(run_dir)
         min_distance = baseline_peak_distance(train_set.targets)
         for test, pairs in tests.items():
-            base, base_s, net, net_s, probabilities = [], [], [], [], []
+            base, base_s, plain, net, net_s, probabilities = [], [], [], [], [], []
             for image, truth in pairs:
                 t = time.perf_counter()
                 base.append(scores(classical(image, min_size, min_distance), truth))
                 base_s.append(time.perf_counter() - t)
                 t = time.perf_counter()
                 probabilities.append(inference.predict_probabilities(model, image))
-                net.append(scores(instances_from_probabilities(probabilities[-1], min_size=min_size), truth))
+                net.append(scores(instances_from_probabilities(probabilities[-1], threshold=chosen["threshold"],
+                                                               min_size=chosen["min_size"], split=chosen["split"]),
+                                  truth))
                 net_s.append(time.perf_counter() - t)
+                plain.append(scores(instances_from_probabilities(probabilities[-1], min_size=min_size), truth))
             rows.append(table_row(name, test, f"Otsu + distance watershed (min size {min_size} px, seeds "
                                               f"{min_distance} px apart)", base, base_s))
             extra = challenge(probabilities, [t for _, t in pairs]) if name.startswith("isbi") else ""
-            rows.append(table_row(name, test, f"U-Net, {args.preset} preset ({trained})", net, net_s, extra))
-            print(rows[-2], rows[-1], sep="\n", file=sys.stderr, flush=True)
+            rows.append(table_row(name, test, f"U-Net, {args.preset} preset, argmax, min {min_size} px ({trained})",
+                                  plain, net_s, f"validation {shares}"))
+            rows.append(table_row(name, test, f"U-Net, {args.preset} preset, chosen on validation: {how}", net, net_s,
+                                  "; ".join(x for x in (f"validation {shares}", extra) if x)))
+            print(*rows[-3:], sep="\n", file=sys.stderr, flush=True)
     write_table("quality", f"Quality at a CPU budget: the {args.preset} preset, {args.minutes:g} min per set, vs a classical baseline",
                 "python benchmarks/quality.py " + f"--minutes {args.minutes:g} --sets {' '.join(args.sets)}",
                 ["training set", "test", "method", "F1 @ IoU 0.5", "DSB score", "SEG", "pixel IoU",
-                 "objects found / true", "s / image", "ISBI challenge metrics"],
-                rows, "U-Net instances: argmax, 4-connected components, holes filled, objects under the run's "
-                      "min_object_size (a quarter of the 5th percentile of its training objects' areas; the default of "
-                      "predict --format instances) dropped, separation borders given back (keras_unet.instances); "
-                      "per-image percentile normalisation (1, 99.8). Baseline: Otsu threshold, holes filled, same min "
-                      "size, watershed of the distance transform from its peaks. Means over the test images.")
+                 "objects found / true", "s / image", "validation's share; ISBI challenge metrics"],
+                rows, "U-Net instances: the run's chosen threshold (or argmax), 4-connected components, holes filled, "
+                      "objects under the chosen minimum size dropped, the chosen split, separation borders given back "
+                      "(keras_unet.instances); the argmax row uses the run's min_object_size (a quarter of the 5th "
+                      "percentile of its training objects' areas), as predict did before the choice. Per-image "
+                      "percentile normalisation (1, 99.8). Baseline: Otsu threshold, holes filled, the run's "
+                      "min_object_size, watershed of the distance transform from its peaks. Means over the test "
+                      "images. Before: results/quality_before.md (2026-11-26, the same sets and budget).")
 
 
 if __name__ == "__main__":
