@@ -50,7 +50,7 @@ def write_mosaic(path: Path, size: int, block: int = 1024) -> Path:
 
     from keras_unet import synthetic
 
-    tiles = [(synthetic.sample((block, block), seed=s)[0] * 255).clip(0, 255).astype(np.uint8) for s in range(4)]
+    tiles = [synthetic.sample((block, block), seed=s)[0] for s in range(4)]  # uint8 already
     root = zarr.open_group(str(path), mode="w", zarr_format=3)
     array = root.create_array("0", shape=(size, size), chunks=(block, block), dtype="uint8")
     for r in range(0, size, block):
@@ -121,8 +121,7 @@ def main():
 
     folder = work / "images"
     for i in range(args.images):
-        data.write_image(folder / f"img{i:03d}.png",
-                         (synthetic.sample((512, 512), seed=100 + i)[0] * 255).clip(0, 255).astype(np.uint8))
+        data.write_image(folder / f"img{i:03d}.png", synthetic.sample((512, 512), seed=100 + i)[0])
     scaling = {w: per_minute(model, folder, w, work) for w in (1, 2)}
     notes = (f"Block {args.block} px, tile {args.tile}, a depth-5 network of 4 base filters (random weights). "
              f"Peak memory: the whole process (TensorFlow's ~0.5 GB included), sampled every 0.1 s. "

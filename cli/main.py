@@ -360,7 +360,7 @@ def models():
     for name in names:
         card = runs.card(name)
         click.echo(f"{name}: {card.get('description', '')}")
-        for key in ("training_data", "licence", "input", "trained", "held_out", "recipe"):
+        for key in ("training_data", "licence", "input", "trained", "held_out", "recipe", "elsewhere"):
             if key in card:
                 click.echo(f"  {key.replace('_', ' ')}: {card[key]}")
         for kind, score in card.get("scores", {}).items():
