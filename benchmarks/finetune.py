@@ -111,7 +111,8 @@ def main():
                     "first 5 training masks. The baseline's seeds are 6 px apart and its minimum size the shipped "
                     "model's, or (sized) D/4 apart and the minimum size scaled as --diameter scales it.")
         return
-    write_table("finetune", f"Fine-tuning the shipped nuclei model on coelho2009, {args.minutes:g} min per run",
+    name = "finetune" if args.minutes == 10 else f"finetune_{args.minutes:g}min"  # 10 min: the budget
+    write_table(name, f"Fine-tuning the shipped nuclei model on coelho2009, {args.minutes:g} min per run",
                 f"python benchmarks/finetune.py --minutes {args.minutes:g} --sizes {' '.join(map(str, args.sizes))}",
                 ["cell line", "training images", "model", "F1 @ IoU 0.5", "DSB score", "training"], rows,
                 "Test: every fifth image of the line; training: the first N of the others in a fixed random order, "
