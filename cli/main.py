@@ -394,9 +394,12 @@ def models():
               help="First choose the post-processing (threshold, min size, split) that scores best on these "
                    "labelled images and write it into the run folder, as fit does on its validation images.")
 @engine_option
+@click.option("--diameter", type=click.FloatRange(min=1.0), default=None,
+              help="Typical diameter (px) of the objects in these images: resized to what the model learned, as "
+                   "predict --diameter does [as they are].")
 @user_errors
 def evaluate(model_path, data_dir, out_dir, tile, batch_size, tta, threshold, sweep, min_size, split, calibrate,
-             engine):
+             engine, diameter):
     """Pixel error, ISBI 2012 Rand / warping error, V_Rand, V_Info, adapted Rand, IoU, Dice, SEG."""
     from keras_unet import data, inference, runs
     from keras_unet.files import ensure_writable_folder
@@ -405,7 +408,11 @@ def evaluate(model_path, data_dir, out_dir, tile, batch_size, tta, threshold, sw
         ensure_writable_folder(out_dir)
     model = inference.load_model(model_path)
     pairs = data.find_pairs(data_dir)
+    scale = runs.postprocessing_with(model_path, diameter=diameter)["scale"]  # 1 without --diameter
     pages = None  # predicted once for the search and the scores where --calibrate needs both
+    if calibrate and diameter:
+        raise InputError("--calibrate records sizes at the model's own scale; leave out --diameter (or fine-tune "
+                         "on these images with fit --from)")
     if calibrate:
         run = runs.Run.of(model_path)
         if run.shipped:
@@ -416,18 +423,20 @@ def evaluate(model_path, data_dir, out_dir, tile, batch_size, tta, threshold, sw
                              "give a run folder or a model inside one")
         with click.progressbar(pairs, label="predicting") as bar:
             pages = [page for pair in bar
-                     for page in inference.predicted_pages(model, [pair], tile, batch_size, tta, engine=engine)]
+                     for page in inference.predicted_pages(model, [pair], tile, batch_size, tta, engine=engine,
+                                                           scale=scale)]
         chosen = inference.calibrate(pages, typical_min_size=run.min_object_size() or 0,
                                      split=run.postprocessing()["split"])
         run.update(postprocessing={**chosen, "data": str(data_dir)})
         click.echo(f"calibrated on {chosen['images']} page(s) of {data_dir}: DSB score {chosen['value']:.4f} "
                    f"({chosen['default_value']:.4f} with argmax) -> {run.folder / runs.CONFIG}")
-    threshold, min_size, split, _ = run_postprocessing(model_path, threshold, min_size, split, announce=False)
+    threshold, min_size, split, _ = run_postprocessing(model_path, threshold, min_size, split, announce=False,
+                                                       diameter=diameter)
     rows = []
     with click.progressbar(pairs if pages is None else pages, label="evaluating") as bar:
         for item in bar:
             for page in ([item] if pages is not None else
-                         inference.predicted_pages(model, [item], tile, batch_size, tta, engine=engine)):
+                         inference.predicted_pages(model, [item], tile, batch_size, tta, engine=engine, scale=scale)):
                 rows.append(inference.evaluate_page(page, threshold=threshold, sweep=sweep, min_size=min_size,
                                                     split=split,
                                                     warn=lambda message: click.echo(f"\nwarning: {message}", err=True)))

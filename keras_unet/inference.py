@@ -278,20 +278,19 @@ class PredictedPage:
 
 
 def predicted_pages(model, pairs, tile=None, batch_size: int = 1, tta: int = 1, progress=None,
-                    engine: str = "tensorflow"):
-    """:class:`PredictedPage` of every page of ``(image, mask)`` file pairs, checked, one at a time."""
-    config = unet_config(model)
+                    engine: str = "tensorflow", scale: float = 1.0):
+    """:class:`PredictedPage` of every page of ``(image, mask)`` file pairs, checked, one at a time,
+    predicted as ``predict`` predicts them (:class:`PredictionJob`; ``scale``: ``--diameter``)."""
     for image_path, mask_path in pairs:
         images, masks = data.read_pages(image_path), data.read_pages(mask_path)
         data.check_pair(image_path, mask_path, images, masks)
         for page, (image, mask) in enumerate(zip(images, masks)):
             suffix = f"[{page}]" if len(images) > 1 else ""
             truth, true_instances = true_objects(mask, f"{mask_path}{suffix}")
-            check_image(image, config, image_path)
-            yield PredictedPage(image_path.name + suffix, f"{mask_path}{suffix}",
-                                predict_probabilities(model, image, tile, batch_size, tta, progress, engine=engine),
-                                truth,
-                                true_instances)
+            job = PredictionJob(model, image_path, tile=tile, batch_size=batch_size, tta=tta, engine=engine,
+                                pages=[image], scale=scale)
+            yield PredictedPage(image_path.name + suffix, f"{mask_path}{suffix}", next(job.probabilities(progress)),
+                                truth, true_instances)
 
 
 def calibrate(pages, typical_min_size: int = 0, split: str = "none") -> dict:

@@ -344,3 +344,24 @@ def test_fit_records_the_training_objects_diameter(tmp_path):
     cells = [synthetic.sample(seed=s)[1] for s in range(3)]
     areas = np.concatenate([np.bincount(c.ravel())[1:] for c in cells])
     assert 0.6 < recorded / np.median(np.sqrt(4 * areas[areas > 0] / np.pi)) < 1.1  # borders take a rim off
+
+
+def test_evaluate_with_diameter_scores_what_predict_with_diameter_makes(tmp_path):
+    """evaluate --diameter measures predict --diameter's objects (the same resizing), and is refused
+    with --calibrate, whose sizes belong to the model's own scale."""
+    root = shared_data("dsb2018-train")
+    name = "547ef286ee5f4e5dce533e982e6992ada67b7d727fdd3cfa6576f24c631a7ae6"
+    image = data.read_image(root / "images" / f"{name}.png")[:128, :160]
+    truth = data.read_image(root / "masks" / f"{name}.tif").astype(np.uint16)[:128, :160]
+    big, big_truth = np.kron(image, np.ones((3, 3, 1), image.dtype)), np.kron(truth, np.ones((3, 3), truth.dtype))
+    data.write_image(tmp_path / "set" / "images" / "a.png", big)
+    data.write_image(tmp_path / "set" / "masks" / "a.tif", big_truth)
+    expected = metrics.evaluate_objects(inference.segment("nuclei", big, diameter=66), big_truth.astype(np.int64))
+    result = CliRunner().invoke(main, ["evaluate", "nuclei", str(tmp_path / "set"), "--diameter", "66", "--out",
+                                       str(tmp_path / "eval")])
+    assert result.exit_code == 0, result.output
+    row = json.loads((tmp_path / "eval" / "metrics.json").read_text())["rows"][0]
+    assert row["object_f1"] == pytest.approx(expected["f1"]) and row["object_f1"] > 0.5
+    refused = CliRunner().invoke(main, ["evaluate", "nuclei", str(tmp_path / "set"), "--diameter", "66",
+                                        "--calibrate"])
+    assert refused.exit_code == 2 and "leave out --diameter" in refused.output
