@@ -90,18 +90,20 @@ def object_areas(targets, object_class: int = 1) -> list[int]:
     return areas
 
 
-def typical_min_size(targets, object_class: int = 1) -> int:
+def typical_min_size(targets, object_class: int = 1, areas: list | None = None) -> int:
     """A data-driven ``min_size`` (px): a quarter of the 5th percentile of the true objects' areas
-    (class ``object_class`` components of the training targets), so specks of noise are dropped
-    and the smallest real objects, partial ones at image edges included, are kept; 0 without objects."""
-    areas = object_areas(targets, object_class)
+    (class ``object_class`` components of the training targets, or their ``areas`` already
+    counted by :func:`object_areas`), so specks of noise are dropped and the smallest real objects,
+    partial ones at image edges included, are kept; 0 without objects."""
+    areas = object_areas(targets, object_class) if areas is None else areas
     return int(0.25 * np.percentile(areas, 5)) if areas else 0
 
 
-def typical_diameter(targets, object_class: int = 1) -> float | None:
-    """The median equivalent diameter (px, ``sqrt(4 area / pi)``) of the training objects: the
-    object size a model learned, which ``predict --diameter`` rescales other images to. None without objects."""
-    areas = object_areas(targets, object_class)
+def typical_diameter(targets, object_class: int = 1, areas: list | None = None) -> float | None:
+    """The median equivalent diameter (px, ``sqrt(4 area / pi)``) of the training objects (or of
+    ``areas`` already counted): the object size a model learned, which ``predict --diameter``
+    rescales other images to. None without objects."""
+    areas = object_areas(targets, object_class) if areas is None else areas
     return round(float(np.median(np.sqrt(4 * np.asarray(areas) / np.pi))), 1) if areas else None
 
 

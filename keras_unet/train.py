@@ -34,7 +34,7 @@ from keras_unet.budget import cosine_rate, plan_schedule
 from keras_unet.errors import ModelFileError, SettingsError
 from keras_unet.files import atomic_path, remove_stale_temporaries
 from keras_unet.settings import TrainConfig
-from keras_unet.instances import typical_diameter, typical_min_size
+from keras_unet.instances import object_areas, typical_diameter, typical_min_size
 from keras_unet.model import inference_model, unet, unet_config
 
 
@@ -541,8 +541,9 @@ def _prepare_data(config: TrainConfig, datasets, verbose: int, source=None) -> P
             print(f"note: {note}", file=sys.stderr)
     data.check_tile_fits(train_data, config.tile, config.depth, config.padding)
     # Objects smaller than this are noise: the default --min-size of predict and export for this run.
-    min_object_size = typical_min_size(train_data.targets) if object_split(config) else 0
-    diameter = typical_diameter(train_data.targets) if object_split(config) else None
+    areas = object_areas(train_data.targets) if object_split(config) else []  # labelled once for both
+    min_object_size = typical_min_size(None, areas=areas) if areas else 0
+    diameter = typical_diameter(None, areas=areas)
     percentiles = tuple(config.percentiles) if config.normalization == "percentile" else None
     return PreparedData(train_data, val_data, train_data.input_range(), percentiles, min_object_size, diameter)
 
