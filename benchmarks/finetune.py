@@ -11,7 +11,8 @@ at ``--minutes``. Each run's post-processing is the one it chose on its validati
 shipped model's is its own; the baseline's minimum size is the shipped model's. The shipped model
 with ``--diameter D`` (``predict --diameter``): D is the median equivalent diameter of the objects
 in the first 5 training masks (what a user measures on a few of their images); the baseline is
-then sized by D as well (minimum size scaled, seeds D/4 apart). ``--shipped-only`` skips training.
+then sized by D as well (minimum size scaled, seeds D/4 apart). ``--shipped-only`` skips training;
+``--merge`` keeps the table's rows for the sizes not run now (the 2-hour grid run in parts).
 """
 import argparse
 import sys
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+import _common
 from _common import write_table
 from instances import classical  # the baseline, shared with benchmarks/instances.py
 from keras_unet import data, inference, metrics, runs, settings, train
@@ -60,6 +62,15 @@ def trained(config, train_pairs, run_dir: Path) -> str:
     return f"{state['epoch']} epochs, {(time.perf_counter() - start) / 60:.1f} min"
 
 
+def earlier_rows(path: Path, sizes: list[int]) -> list[list[str]]:
+    """The trained rows of an earlier ``finetune.md`` for training-set sizes other than ``sizes``."""
+    if not path.exists():
+        return []
+    cells = [[c.strip() for c in line.strip().strip("|").split("|")] for line in path.read_text().splitlines()
+             if line.startswith("| ") and not line.startswith("| cell line")]
+    return [row for row in cells if row[1].isdigit() and int(row[1]) not in sizes]
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--minutes", type=float, default=10.0)
@@ -67,6 +78,7 @@ def main():
     parser.add_argument("--lines", nargs="+", default=list(LINES))
     parser.add_argument("--runs", default="/tmp/finetune_runs")
     parser.add_argument("--shipped-only", action="store_true", help="only the rows without training")
+    parser.add_argument("--merge", action="store_true", help="keep the table's rows of the other sizes")
     args = parser.parse_args()
     source = runs.SHIPPED / "nuclei"
     rows = []
@@ -112,8 +124,14 @@ def main():
                     "model's, or (sized) D/4 apart and the minimum size scaled as --diameter scales it.")
         return
     name = "finetune" if args.minutes == 10 else f"finetune_{args.minutes:g}min"  # 10 min: the issue's budget
+    sizes = args.sizes
+    if args.merge:  # rows of one line together, the untrained ones first, then by size (stable)
+        kept = earlier_rows(_common.RESULTS / f"{name}.md", args.sizes)
+        rows = sorted(rows + kept, key=lambda r: ([*LINES.values()].index(r[0].split()[0]),
+                                                  int(r[1]) if r[1] != "-" else -1))
+        sizes = sorted({*args.sizes, *(int(r[1]) for r in kept)})
     write_table(name, f"Fine-tuning the shipped nuclei model on coelho2009, {args.minutes:g} min per run",
-                f"python benchmarks/finetune.py --minutes {args.minutes:g} --sizes {' '.join(map(str, args.sizes))}",
+                f"python benchmarks/finetune.py --minutes {args.minutes:g} --sizes {' '.join(map(str, sizes))}",
                 ["cell line", "training images", "model", "F1 @ IoU 0.5", "DSB score", "training"], rows,
                 "Test: every fifth image of the line; training: the first N of the others in a fixed random order, "
                 "one fifth (at least one) of them validating. Each run's objects use the post-processing it chose "
