@@ -21,8 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-import _common
-from _common import write_table
+from _common import RESULTS, write_table
 from instances import classical  # the baseline, shared with benchmarks/instances.py
 from keras_unet import data, inference, metrics, runs, settings, train
 
@@ -126,7 +125,7 @@ def main():
     name = "finetune" if args.minutes == 10 else f"finetune_{args.minutes:g}min"  # 10 min: the budget
     sizes = args.sizes
     if args.merge:  # rows of one line together, the untrained ones first, then by size (stable)
-        kept = earlier_rows(_common.RESULTS / f"{name}.md", args.sizes)
+        kept = earlier_rows(RESULTS / f"{name}.md", args.sizes)
         rows = sorted(rows + kept, key=lambda r: ([*LINES.values()].index(r[0].split()[0]),
                                                   int(r[1]) if r[1] != "-" else -1))
         sizes = sorted({*args.sizes, *(int(r[1]) for r in kept)})

@@ -404,15 +404,15 @@ def evaluate(model_path, data_dir, out_dir, tile, batch_size, tta, threshold, sw
     from keras_unet import data, inference, runs
     from keras_unet.files import ensure_writable_folder
 
+    if calibrate and diameter:
+        raise InputError("--calibrate records sizes at the model's own scale; leave out --diameter (or fine-tune "
+                         "on these images with fit --from)")
     if out_dir:
         ensure_writable_folder(out_dir)
     model = inference.load_model(model_path)
     pairs = data.find_pairs(data_dir)
     scale = runs.postprocessing_with(model_path, diameter=diameter)["scale"]  # 1 without --diameter
     pages = None  # predicted once for the search and the scores where --calibrate needs both
-    if calibrate and diameter:
-        raise InputError("--calibrate records sizes at the model's own scale; leave out --diameter (or fine-tune "
-                         "on these images with fit --from)")
     if calibrate:
         run = runs.Run.of(model_path)
         if run.shipped:

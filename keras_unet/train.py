@@ -542,7 +542,7 @@ def _prepare_data(config: TrainConfig, datasets, verbose: int, source=None) -> P
     data.check_tile_fits(train_data, config.tile, config.depth, config.padding)
     # Objects smaller than this are noise: the default --min-size of predict and export for this run.
     areas = object_areas(train_data.targets) if object_split(config) else []  # labelled once for both
-    min_object_size = typical_min_size(None, areas=areas) if areas else 0
+    min_object_size = typical_min_size(None, areas=areas)
     diameter = typical_diameter(None, areas=areas)
     percentiles = tuple(config.percentiles) if config.normalization == "percentile" else None
     return PreparedData(train_data, val_data, train_data.input_range(), percentiles, min_object_size, diameter)
