@@ -16,6 +16,9 @@ import subprocess
 import sys
 
 from _common import write_table
+from keras_unet.precision import bfloat16_flags
+
+ENGINE_ROWS = ("tensorflow", "onnxruntime", "openvino", "tensorflow bfloat16", "openvino bfloat16")
 
 CHILD = r"""
 import json, os, sys, time
@@ -70,6 +73,14 @@ else:
     runs = {"tensorflow": lambda: network.predict_on_batch(tiles),
             "onnxruntime": lambda: session.run(["probabilities"], {"image": tiles})[0],
             "openvino": lambda: compiled(tiles)[output]}
+    # bfloat16 as keras_unet.engines runs it (emulated, and slow, on a CPU without native bf16)
+    from keras_unet.precision import bfloat16_network
+    bf16_network = bfloat16_network(network)
+    bf16_compiled = openvino.Core().compile_model(str(engines.onnx_file(network)), "CPU",
+                                                  {"INFERENCE_PRECISION_HINT": "bf16", "INFERENCE_NUM_THREADS": threads})
+    bf16_output = next(o for o in bf16_compiled.outputs if "probabilities" in o.get_names())
+    runs["tensorflow bfloat16"] = lambda: bf16_network.predict_on_batch(tiles)
+    runs["openvino bfloat16"] = lambda: bf16_compiled(tiles)[bf16_output]
     seconds = {name: best(run) for name, run in runs.items()}
     reference = network.predict_on_batch(tiles)
     diff = {name: float(np.abs(run() - reference).max()) for name, run in runs.items()}
@@ -141,19 +152,22 @@ def main():
                 for batch in batches:
                     result = child(threads, base, tile, batch)
                     tf_s = result["seconds"]["tensorflow"]
-                    for name in ("tensorflow", "onnxruntime", "openvino"):
+                    for name in ENGINE_ROWS:
                         rate = result["gflops"][name]
                         rows.append([f"base {base}, tile {tile}, batch {batch}, {threads} thread(s)", name,
                                      f"{result['seconds'][name]:.3f}", f"{rate:.0f}",
                                      f"{rate / best_gemm:.0%} of the best GEMM",
                                      f"{tf_s / result['seconds'][name]:.2f}x TF (max |dp| "
                                      f"{result['max_diff'][name]:.1e})"])
-                    print(*rows[-3:], sep="\n", file=sys.stderr, flush=True)
-    write_table("engines", f"Engines on this CPU: {cpu['model']}", "python benchmarks/engines.py"
+                    print(*rows[-len(ENGINE_ROWS):], sep="\n", file=sys.stderr, flush=True)
+    write_table("engines", f"Engines on this CPU: {cpu['model']} (bfloat16 flags: {bfloat16_flags()})",
+                "python benchmarks/engines.py"
                 + (" --quick" if args.quick else ""),
                 ["configuration", "engine", "s / batch", "GFLOP/s", "vs ceiling", "speed"], rows,
                 "The same random network (valid padding, dropout off) and tiles for every engine; ONNX Runtime and "
-                "OpenVINO (float32 precision hint) run the file keras_unet.engines converts and caches. GFLOP/s counts 2 FLOPs per multiply-add from the "
+                "OpenVINO (float32 precision hint) run the file keras_unet.engines converts and caches; the "
+                "bfloat16 rows are TensorFlow's bfloat16 compute copy (keras_unet.precision) and OpenVINO's bf16 "
+                "hint, emulated where the CPU has no native bfloat16. GFLOP/s counts 2 FLOPs per multiply-add from the "
                 "layers (up-convolutions as one tap per output). The best measured GEMM is the practical ceiling; "
                 "the theoretical peak, from the topology, flags and nominal clock, is a bound beside it (boost "
                 "clocks can pass it).")

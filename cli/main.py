@@ -120,7 +120,12 @@ def fit_options(fn):
 @click.option("--resume", "resume_dir", type=click.Path(exists=True, file_okay=False),
               help="Continue the run in this folder from its last completed epoch (settings from its config.json).")
 @fit_options
-@click.option("--mixed-precision", is_flag=True, default=None, help="float16 (GPU) / bfloat16 (CPU) compute.")
+@click.option("--precision", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default=None,
+              help="Compute precision: auto is bfloat16 where the CPU has it natively (AMX, AVX512_BF16) and a "
+                   "training step measured faster in it, else float32; float16 is a GPU's mixed_float16 "
+                   "(bfloat16 on a CPU). The loss, weight map and softmax stay float32 [auto].")
+@click.option("--mixed-precision", is_flag=True, default=None,
+              help="Old name of --precision float16 (float16 on a GPU, bfloat16 on a CPU).")
 @click.option("--no-augment", is_flag=True, default=False, help="Train without augmentation.")
 @click.option("--tensorboard", is_flag=True, default=None, help="Also write TensorBoard logs.")
 @click.option("--batch-norm", is_flag=True, default=None, help="Batch normalisation after each conv (not in the paper).")
@@ -134,12 +139,17 @@ def fit_options(fn):
               help="Start from this model's weights (a run folder, a .keras file or a shipped model: "
                    "keras-unet models) with its architecture; the finetune preset (10 min) unless --preset.")
 @user_errors
-def fit(data_dir, out_dir, resume_dir, no_augment, paper, preset, from_model, **options):
+def fit(data_dir, out_dir, resume_dir, no_augment, paper, preset, from_model, mixed_precision, **options):
     """Train a U-Net; writes a run folder (model, config, log, plots)."""
     from keras_unet import runs, settings, train
     from keras_unet.files import ensure_writable_folder, remove_stale_temporaries
 
     chosen = {k: v for k, v in options.items() if v is not None}
+    if mixed_precision:
+        if chosen.get("precision", "float16") != "float16":
+            raise InputError(f"--mixed-precision is --precision float16; it contradicts --precision "
+                             f"{chosen['precision']}: give one")
+        chosen["precision"] = "float16"
     if resume_dir:
         others = sorted(set(chosen) - {"epochs"}) + (["--preset"] if preset or paper else []) + (["--data"] if data_dir else []) + (["--out"] if out_dir else []) + (["--from"] if from_model else [])
         if others:
@@ -193,8 +203,14 @@ def _verbosity() -> int:
 
 
 def engine_option(fn):
+    """``--engine`` and ``--precision``: what runs the network, chosen together."""
     from keras_unet.engines import ENGINES
+    from keras_unet.precision import PRECISIONS
 
+    fn = click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
+                      help="The network's compute precision: bfloat16 runs several times faster on CPUs that "
+                           "have it natively (AMX, AVX512_BF16) with the same objects; auto: bfloat16 only there "
+                           "and where measured faster, else float32 (ONNX Runtime: float32 only).")(fn)
     return click.option("--engine", type=click.Choice(ENGINES), default="auto", show_default=True,
                         help="What runs the network: TensorFlow, or ONNX Runtime ([onnx] extra) or OpenVINO "
                              "([openvino] extra) on the network converted once and cached; auto: the fastest "
@@ -263,7 +279,7 @@ def run_postprocessing(model_path, threshold, min_size, split, announce: bool = 
               help="Skip inputs whose output is complete (to continue a job that was stopped).")
 @user_errors
 def predict(model_path, inputs, out_dir, tile, batch_size, memory_mb, tta, kind, min_size, split, threshold, engine,
-            diameter, block, channel, z, t, ngff, scheduler, skip_done):
+            precision, diameter, block, channel, z, t, ngff, scheduler, skip_done):
     """Segment images of any size with overlap-tile prediction (each page of a stack); OME-Zarr and
     big TIFFs block by block, on a Dask cluster with --scheduler."""
     from keras_unet import data, inference
@@ -287,32 +303,37 @@ def predict(model_path, inputs, out_dir, tile, batch_size, memory_mb, tta, kind,
         client = jobs.connect(scheduler)
         try:
             files = _predict_big_and_distributed(jobs, client, model_path, files, big, out_dir, kind, block, tile,
-                                                 batch_size, memory_mb, tta, engine, threshold, min_size, split,
-                                                 channel, z, t, ngff, skip_done, scheduler)
+                                                 batch_size, memory_mb, tta, engine, precision, threshold, min_size,
+                                                 split, channel, z, t, ngff, skip_done, scheduler)
         finally:
             if client is not None:
                 client.close()
         if not files:
             return
-    for number, path in enumerate(files, start=1):
-        if skip_done and inference.output_path(Path(out_dir), path, kind).exists():
-            click.echo(f"[{number}/{len(files)}] {path.name}: done before, skipped")
-            continue
-        job = inference.PredictionJob(model, path, tile=tile, batch_size=batch_size, memory_mb=memory_mb, tta=tta,
-                                      engine=engine, scale=scale)
-        for warning in job.warnings:
-            click.echo(f"warning: {warning}", err=True)
-        label = (f"[{number}/{len(files)}] {path.name} ({len(job.pages)} page{'s' * (len(job.pages) > 1)}, tiles, "
-                 f"{job.engine})")
-        with click.progressbar(length=job.total_tiles, label=label, show_pos=True) as bar:
-            written = job.run(Path(out_dir), kind, threshold=threshold, min_size=min_size, split=split,
-                              progress=bar.update)
-        click.echo(f"  -> {written}")
+    done = {f for f in files if skip_done and inference.output_path(Path(out_dir), f, kind).exists()}
+    # each file read ahead and written behind in background threads while the network runs on the next
+    jobs = inference.prefetched_jobs(model, [f for f in files if f not in done], tile=tile, batch_size=batch_size,
+                                     memory_mb=memory_mb, tta=tta, engine=engine, scale=scale, precision=precision)
+    with inference.Finisher() as finisher:
+        for number, path in enumerate(files, start=1):
+            if path in done:
+                click.echo(f"[{number}/{len(files)}] {path.name}: done before, skipped")
+                continue
+            _, job = next(jobs)
+            for warning in job.warnings:
+                click.echo(f"warning: {warning}", err=True)
+            label = (f"[{number}/{len(files)}] {path.name} ({len(job.pages)} page{'s' * (len(job.pages) > 1)}, "
+                     f"tiles, {job.engine} {job.precision})")
+            with click.progressbar(length=job.total_tiles, label=label, show_pos=True) as bar:
+                probabilities = list(job.probabilities(bar.update))
+            written = finisher.submit(job, probabilities, Path(out_dir), kind, threshold=threshold, min_size=min_size,
+                                      split=split)
+            click.echo(f"  -> {written}")
 
 
 def _predict_big_and_distributed(jobs, client, model_path, files, big, out_dir, kind, block, tile, batch_size,
-                                 memory_mb, tta, engine, threshold, min_size, split, channel, z, t, ngff, skip_done,
-                                 scheduler) -> list:
+                                 memory_mb, tta, engine, precision, threshold, min_size, split, channel, z, t, ngff,
+                                 skip_done, scheduler) -> list:
     """predict's Dask part: big images block by block, and on a cluster the small ones as tasks;
     returns the files left for the local loop."""
     from keras_unet import inference
@@ -324,7 +345,7 @@ def _predict_big_and_distributed(jobs, client, model_path, files, big, out_dir, 
             click.echo(f"[{number}/{len(big)}] {path.name}: {out} is complete, skipped")
             continue
         settings = jobs.BigSettings(block=block or jobs.DEFAULT_BLOCK, tile=tile, batch_size=batch_size,
-                                    engine=engine if engine != "auto" else "tensorflow", threshold=threshold,
+                                    engine=engine, precision=precision, threshold=threshold,
                                     min_size=min_size, split=split, ngff=ngff)
         source = jobs.Source(str(path), channel=channel, z=z, t=t)
         shape = source.open().shape
@@ -337,7 +358,8 @@ def _predict_big_and_distributed(jobs, client, model_path, files, big, out_dir, 
         done = [f for f in files if skip_done and inference.output_path(Path(out_dir), f, kind).exists()]
         todo = [f for f in files if f not in done]
         settings = jobs.FileSettings(kind=kind, tile=tile, batch_size=batch_size, memory_mb=memory_mb, tta=tta,
-                                     engine=engine, threshold=threshold, min_size=min_size, split=split)
+                                     engine=engine, precision=precision, threshold=threshold, min_size=min_size,
+                                     split=split)
         with click.progressbar(length=len(todo), show_pos=True,
                                label=f"{len(todo)} image(s) on {scheduler} ({len(done)} done before)") as bar:
             written = jobs.predict_files(model_file, todo, out_dir, settings, client=client, progress=bar.update)
@@ -399,7 +421,7 @@ def models():
                    "predict --diameter does [as they are].")
 @user_errors
 def evaluate(model_path, data_dir, out_dir, tile, batch_size, tta, threshold, sweep, min_size, split, calibrate,
-             engine, diameter):
+             engine, precision, diameter):
     """Pixel error, ISBI 2012 Rand / warping error, V_Rand, V_Info, adapted Rand, IoU, Dice, SEG."""
     from keras_unet import data, inference, runs
     from keras_unet.files import ensure_writable_folder
@@ -412,6 +434,9 @@ def evaluate(model_path, data_dir, out_dir, tile, batch_size, tta, threshold, sw
     model = inference.load_model(model_path)
     pairs = data.find_pairs(data_dir)
     scale = runs.postprocessing_with(model_path, diameter=diameter)["scale"]  # 1 without --diameter
+    if pairs:  # one engine and precision for the whole evaluation, resolved on its first image
+        engine, precision = inference.job_backend(model, pairs[0][0], len(pairs), tile=tile, batch_size=batch_size,
+                                                  tta=tta, engine=engine, precision=precision, scale=scale)
     pages = None  # predicted once for the search and the scores where --calibrate needs both
     if calibrate:
         run = runs.Run.of(model_path)
@@ -424,7 +449,7 @@ def evaluate(model_path, data_dir, out_dir, tile, batch_size, tta, threshold, sw
         with click.progressbar(pairs, label="predicting") as bar:
             pages = [page for pair in bar
                      for page in inference.predicted_pages(model, [pair], tile, batch_size, tta, engine=engine,
-                                                           scale=scale)]
+                                                           scale=scale, precision=precision)]
         chosen = inference.calibrate(pages, typical_min_size=run.min_object_size() or 0,
                                      split=run.postprocessing()["split"])
         run.update(postprocessing={**chosen, "data": str(data_dir)})
@@ -436,7 +461,8 @@ def evaluate(model_path, data_dir, out_dir, tile, batch_size, tta, threshold, sw
     with click.progressbar(pairs if pages is None else pages, label="evaluating") as bar:
         for item in bar:
             for page in ([item] if pages is not None else
-                         inference.predicted_pages(model, [item], tile, batch_size, tta, engine=engine, scale=scale)):
+                         inference.predicted_pages(model, [item], tile, batch_size, tta, engine=engine, scale=scale,
+                                                   precision=precision)):
                 rows.append(inference.evaluate_page(page, threshold=threshold, sweep=sweep, min_size=min_size,
                                                     split=split,
                                                     warn=lambda message: click.echo(f"\nwarning: {message}", err=True)))

@@ -5,7 +5,8 @@ network), ``settings`` (training settings and presets), ``errors`` (the user-inp
 ``files`` (atomic writes), ``synthetic`` (the embedded default data), ``weights`` (weight maps),
 ``losses``, ``metrics`` (pixel, challenge and object metrics), ``instances`` (objects from
 probabilities), ``data`` (reading datasets), ``augment`` (TF-op augmentation), ``pipeline``
-(tf.data), ``tiling`` (overlap-tile prediction), ``train``, ``keras_patches`` and ``inference``.
+(tf.data), ``tiling`` (overlap-tile prediction), ``engines`` and ``precision`` (what runs the
+network, in float32 or bfloat16), ``train``, ``keras_patches`` and ``inference``.
 :func:`pretrained` loads a model shipped with the package (``nuclei``).
 """
 

@@ -86,10 +86,12 @@ def read_window(image, rows: range, cols: range) -> np.ndarray:
 
 
 def predict_block(model, image, rows: slice, cols: slice, normalization=None, tile: int | None = None,
-                  batch_size: int = 1, engine: str = "tensorflow") -> np.ndarray:
+                  batch_size: int = 1, engine: str = "tensorflow", precision: str = "float32") -> np.ndarray:
     """``(h, w, classes)`` float32 probabilities of the core ``image[rows, cols]`` of an
     ``(H, W, C)`` array-like; ``normalization``: the whole image's ``(low, high)`` percentile values
-    for a percentile-normalising model (:func:`keras_unet.normalize.percentile_values`)."""
+    for a percentile-normalising model (:func:`keras_unet.normalize.percentile_values`).
+    ``engine``, ``precision``: what runs the network (``auto`` resolved here for this block;
+    a job resolves them once for all its blocks and passes them on)."""
     from keras_unet.model import network_of, unet_config
     from keras_unet.normalize import normalize_with
     from keras_unet.tiling import forward_function, gray_for_rgb, resolve_tile, run_tiles
@@ -110,7 +112,14 @@ def predict_block(model, image, rows: slice, cols: slice, normalization=None, ti
         if normalization is None:
             raise SettingsError("a percentile-normalising model needs the whole image's percentile values per block")
         window, network = normalize_with(window, *normalization), network_of(model)
-    forward = forward_function(network, False, engine)
+    if "auto" in (engine, precision):
+        from keras_unet import engines
+
+        count = len(row_origins) * len(col_origins)
+        engine, precision = engines.resolve(network, engine, (min(batch_size, count), plan.input_size,
+                                                              plan.input_size, window.shape[-1]),
+                                            -(-count // batch_size), precision)
+    forward = forward_function(network, False, engine, precision)
     return run_tiles(forward, window, plan, row_origins, col_origins, config["n_classes"], batch_size)[:height, :width]
 
 

@@ -367,13 +367,25 @@ def load_pairs(pairs, params: WeightParams = WeightParams(), cache_dir: Path | N
     channels = {im.shape[-1] for im in out.images}
     if len(channels) > 1:
         raise DataError(f"images have different channel counts {sorted(channels)}; convert them to one")
-    for kind in sorted(set(out.mask_kinds)):
-        note = f"masks: {kind}"
-        if kind == "binary":
-            note += " (larger value = object; 0/255 masks are mapped to 0/1)"
-        out.notes.append(note)
+    if out.mask_kinds:
+        out.notes.append(mask_kinds_note(out.mask_kinds))
     out.problems += dataset_problems(out, [mask for _, mask in pairs], params)
     return out
+
+
+def mask_kinds_note(kinds: list[str]) -> str:
+    """One line for a dataset's masks (one kind per page): the dataset's kind, with counts where
+    pages differ. An instance mask of one object has two values and reads as binary, with the
+    same target either way: a folder of instance masks is "instance", with those counted."""
+    counts = {kind: kinds.count(kind) for kind in sorted(set(kinds))}
+    if set(counts) == {"binary"}:
+        return "masks: binary (larger value = object; 0/255 masks are mapped to 0/1)"
+    if set(counts) == {"instance", "binary"}:
+        return (f"masks: instance ({counts['binary']} of {len(kinds)} hold one object, or two values, and read as "
+                "binary: the same target either way)")
+    if len(counts) == 1:
+        return f"masks: {kinds[0]}"
+    return "masks: " + ", ".join(f"{kind} ({count} of {len(kinds)})" for kind, count in counts.items())
 
 
 def _examples(names, n: int = 3) -> str:

@@ -9,10 +9,12 @@ conversion is this project's own ONNX export (:mod:`keras_unet.export.onnx`, tf2
 subprocess) of the bare network, cached under a key of its architecture and weights, written
 atomically, so a stale or half-written file is never used.
 
-``auto`` picks, per machine (CPU model, threads), network and tile batch shape, the faster of the
-engines installed, from a short measurement on first use that is cached; it keeps TensorFlow where
-the job is too small to pay for a conversion (about 10-20 s), so it is never slower than
-TensorFlow by more than that measurement.
+``auto`` picks, per machine (CPU model, threads), network and tile batch shape, the fastest of the
+engines installed at the precisions this CPU computes natively (:mod:`keras_unet.precision`: float32,
+and bfloat16 where it has AMX or AVX512_BF16), from a short measurement on first use that is cached;
+it keeps TensorFlow where the job is too small to pay for a conversion (about 10-20 s), and float32
+where it is too small to pay for a measurement, so it is never slower than TensorFlow float32 by
+more than that measurement. Engine and precision are chosen together: :func:`resolve` returns both.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ import numpy as np
 
 from keras_unet.errors import SettingsError
 from keras_unet.files import atomic_path, cache_root
+from keras_unet.precision import bfloat16_network, candidates, check_precision
 
 ENGINES = ("auto", "tensorflow", "onnxruntime", "openvino")
 EXTRAS = {"onnxruntime": ("onnxruntime", "tf2onnx"), "openvino": ("openvino", "tf2onnx")}
@@ -77,9 +80,12 @@ def onnx_file(network, key: str | None = None) -> Path:
     return path
 
 
-def onnx_forward(network):
-    """``tiles -> probabilities`` through ONNX Runtime. Sessions are kept by :func:`network_key`,
-    not by the Keras object, so a network whose weights changed since never runs an old file."""
+def onnx_forward(network, precision: str = "float32"):
+    """``tiles -> probabilities`` through ONNX Runtime (float32 only: its CPU provider has no
+    bfloat16 convolutions). Sessions are kept by :func:`network_key`, not by the Keras object, so
+    a network whose weights changed since never runs an old file."""
+    if precision != "float32":
+        raise SettingsError(ONNX_FLOAT32_ONLY)
     key = network_key(network)
     if key not in _SESSIONS:
         import onnxruntime
@@ -91,29 +97,39 @@ def onnx_forward(network):
     return lambda tiles: session.run(["probabilities"], {"image": np.ascontiguousarray(tiles, np.float32)})[0]
 
 
-def openvino_forward(network):
+# OpenVINO's CPU plugin precision hint per precision: it would otherwise pick bfloat16 by itself
+# where the CPU has it, so float32 is asked for explicitly.
+OPENVINO_HINTS = {"float32": "f32", "bfloat16": "bf16"}
+
+
+def openvino_forward(network, precision: str = "float32"):
     """``tiles -> probabilities`` through OpenVINO's CPU plugin, on the same converted ONNX file
-    (compiled models kept by :func:`network_key`, as the ONNX Runtime sessions)."""
-    key = "openvino:" + network_key(network)
+    (compiled models kept by :func:`network_key` and precision, as the ONNX Runtime sessions)."""
+    network_hash = network_key(network)
+    key = f"openvino:{precision}:{network_hash}"
     if key not in _SESSIONS:
         import openvino
 
         while len(_SESSIONS) >= 4:
             _SESSIONS.pop(next(iter(_SESSIONS)))
-        # float32 as the other engines: the CPU plugin otherwise runs bfloat16 where the CPU has it
-        # (AVX512_BF16, AMX), 2e-2 off in probabilities
-        _SESSIONS[key] = openvino.Core().compile_model(str(onnx_file(network, key.split(":", 1)[1])), "CPU",
-                                                       {"INFERENCE_PRECISION_HINT": "f32"})
+        _SESSIONS[key] = openvino.Core().compile_model(str(onnx_file(network, network_hash)), "CPU",
+                                                       {"INFERENCE_PRECISION_HINT": OPENVINO_HINTS[precision]})
     compiled = _SESSIONS[key]
     output = next(o for o in compiled.outputs if "probabilities" in o.get_names())
     return lambda tiles: compiled(np.ascontiguousarray(tiles, np.float32))[output]
 
 
-def tensorflow_forward(network):
-    return lambda tiles: np.asarray(network.predict_on_batch(tiles))
+def tensorflow_forward(network, precision: str = "float32"):
+    """``tiles -> probabilities`` through Keras; bfloat16: the network's bfloat16 compute copy
+    (:func:`keras_unet.precision.bfloat16_network`, softmax in float32)."""
+    if precision == "bfloat16":
+        network = bfloat16_network(network)
+    return lambda tiles: np.asarray(network.predict_on_batch(tiles), np.float32)
 
 
 FORWARDS = {"tensorflow": tensorflow_forward, "onnxruntime": onnx_forward, "openvino": openvino_forward}
+ONNX_FLOAT32_ONLY = ("--engine onnxruntime runs float32 only; for --precision bfloat16 use --engine openvino or "
+                     "tensorflow (or --precision auto)")
 
 
 def cpu_model() -> str:
@@ -137,54 +153,109 @@ def _choices_file() -> Path:
     return cache_root() / "engines.json"
 
 
-def measured_choice(network, tile_shape) -> str | None:
-    """The engine measured fastest before for this machine, network and tile batch shape, if any."""
+def backend_name(engine: str, precision: str) -> str:
+    """``engine/precision``, how a measured option is named in the cache and the tables."""
+    return f"{engine}/{precision}"
+
+
+def _choice_key(network, tile_shape) -> str:
+    return f"{machine_key()} | {network_key(network)} | {tuple(tile_shape)}"
+
+
+def _read_choices() -> dict:
     try:
         choices = json.loads(_choices_file().read_text())
     except (OSError, ValueError):
-        return None
-    return choices.get(f"{machine_key()} | {network_key(network)} | {tuple(tile_shape)}", {}).get("engine")
+        return {}
+    return choices if isinstance(choices, dict) else {}
 
 
-def measure(network, tile_shape, repeat: int = 3) -> dict:
-    """Seconds per tile batch of every installed engine (best of ``repeat`` after a warm-up run),
-    the fastest as ``engine``, recorded for :func:`measured_choice`."""
+def measured_seconds(network, tile_shape) -> dict:
+    """Seconds per tile batch measured before on this machine for this network and tile batch
+    shape, by ``engine/precision`` (an entry of an older cache, by engine alone, is float32)."""
+    seconds = _read_choices().get(_choice_key(network, tile_shape), {}).get("seconds", {})
+    return {(name if "/" in name else backend_name(name, "float32")): value for name, value in seconds.items()}
+
+
+def measured_choice(network, tile_shape) -> str | None:
+    """The engine measured fastest before for this machine, network and tile batch shape, if any."""
+    seconds = measured_seconds(network, tile_shape)
+    return min(seconds, key=seconds.get).split("/")[0] if seconds else None
+
+
+def options(engine: str, precision: str) -> list[tuple[str, str]]:
+    """The ``(engine, precision)`` pairs that ``engine`` and ``precision`` (each may be ``auto``)
+    allow here: installed engines, bfloat16 only on a CPU that has it natively
+    (:func:`keras_unet.precision.candidates`) and not on ONNX Runtime."""
+    check_engine(engine)
+    if engine == "onnxruntime" and precision == "bfloat16":
+        raise SettingsError(ONNX_FLOAT32_ONLY)
+    names = installed() if engine == "auto" else [engine]
+    return [(name, p) for name in names for p in candidates(precision) if not (name == "onnxruntime" and p != "float32")]
+
+
+def measure(network, tile_shape, repeat: int = 3, pairs=None) -> dict:
+    """Seconds per tile batch of every ``(engine, precision)`` in ``pairs`` (default: every
+    installed engine at every precision this CPU has), best of ``repeat`` after a warm-up run,
+    recorded for later choices with what was measured before; the fastest as ``engine`` and
+    ``precision``."""
+    pairs = options("auto", "auto") if pairs is None else pairs
     tiles = np.random.default_rng(0).uniform(0, 1, tile_shape).astype(np.float32)
     seconds = {}
-    for name in installed():
-        forward = FORWARDS[name](network)
+    for name, precision in pairs:
+        forward = FORWARDS[name](network, precision)
         forward(tiles)
         times = []
         for _ in range(repeat):
             start = time.perf_counter()
             forward(tiles)
             times.append(time.perf_counter() - start)
-        seconds[name] = min(times)
-    result = {"engine": min(seconds, key=seconds.get), "seconds": seconds}
-    try:
-        choices = json.loads(_choices_file().read_text())
-    except (OSError, ValueError):
-        choices = {}
-    choices[f"{machine_key()} | {network_key(network)} | {tuple(tile_shape)}"] = result
+        seconds[backend_name(name, precision)] = min(times)
+    choices = _read_choices()
+    key = _choice_key(network, tile_shape)
+    everything = {**measured_seconds(network, tile_shape), **seconds}
+    best = min(seconds, key=seconds.get)
+    choices[key] = {"engine": min(everything, key=everything.get).split("/")[0], "seconds": everything}
     with atomic_path(_choices_file()) as tmp:
         tmp.write_text(json.dumps(choices, indent=1))
-    return result
+    engine, precision = best.split("/")
+    return {"engine": engine, "precision": precision, "seconds": seconds}
 
 
-def resolve(network, engine: str, tile_shape, n_batches: int) -> str:
-    """The engine that runs ``n_batches`` tile batches of ``tile_shape``: ``engine`` itself unless
-    ``auto``, which takes a measured choice, else measures where the job is long enough for a
-    conversion to pay, else TensorFlow."""
-    if check_engine(engine) != "auto":
-        return engine
-    if installed() == ["tensorflow"]:
-        return "tensorflow"
-    known = measured_choice(network, tile_shape)
-    if known is not None:
-        return known
-    if tensorflow_seconds(network, tile_shape) * n_batches < CONVERSION_PAYS_AFTER:
-        return "tensorflow"
-    return measure(network, tile_shape)["engine"]
+# auto measures TensorFlow in float32 against bfloat16 (no conversion, a few passes) only for jobs
+# whose float32 time is estimated above this (s); shorter ones stay float32.
+BFLOAT16_PAYS_AFTER = 2.0
+
+
+def resolve(network, engine: str, tile_shape, n_batches: int, precision: str = "float32") -> tuple[str, str]:
+    """``(engine, precision)`` that run ``n_batches`` tile batches of ``tile_shape``: as given
+    unless ``auto``. ``auto`` takes the fastest measured before on this machine, else measures
+    where the job is long enough to pay for it: a conversion (ONNX Runtime, OpenVINO) only after
+    :data:`CONVERSION_PAYS_AFTER` s of TensorFlow time (or where the network was converted before),
+    a measurement after :data:`BFLOAT16_PAYS_AFTER` s; a shorter job stays in TensorFlow float32."""
+    check_precision(precision)
+    pairs = options(engine, precision)
+    if len(pairs) == 1:
+        return pairs[0]
+    known = measured_seconds(network, tile_shape)
+    if engine == "auto" and not all(backend_name(*pair) in known for pair in pairs):
+        seconds = (known.get("tensorflow/float32") or tensorflow_seconds(network, tile_shape)) * n_batches
+        if seconds < CONVERSION_PAYS_AFTER and not converted(network):  # TensorFlow only: nothing to convert
+            pairs = [pair for pair in pairs if pair[0] == "tensorflow"]
+        if seconds < BFLOAT16_PAYS_AFTER:  # too short to measure: what is known, else float32
+            pairs = [pair for pair in pairs if backend_name(*pair) in known] or [("tensorflow", "float32")]
+        if len(pairs) == 1:  # nothing left to choose between
+            return pairs[0]
+    todo = [pair for pair in pairs if backend_name(*pair) not in known]
+    if todo:
+        measure(network, tile_shape, pairs=todo)
+        known = measured_seconds(network, tile_shape)
+    return min(pairs, key=lambda pair: known[backend_name(*pair)])
+
+
+def converted(network) -> bool:
+    """True where the network's ONNX file is in the cache already (a conversion costs nothing more)."""
+    return (cache_root() / "onnx" / f"{network_key(network)}.onnx").is_file()
 
 
 _TF_SECONDS = weakref.WeakKeyDictionary()  # network -> {tile shape: s per batch}, timed once per process
@@ -202,6 +273,7 @@ def tensorflow_seconds(network, tile_shape) -> float:
     return times[tuple(tile_shape)]
 
 
-def forward_function(network, engine: str = "tensorflow"):
-    """``tiles -> probabilities`` (numpy) through ``engine`` (``tensorflow`` or ``onnxruntime``)."""
-    return FORWARDS[engine](network)
+def forward_function(network, engine: str = "tensorflow", precision: str = "float32"):
+    """``tiles -> probabilities`` (numpy float32) through ``engine`` at ``precision`` (resolved:
+    neither ``auto``; :func:`resolve`)."""
+    return FORWARDS[engine](network, precision)

@@ -58,6 +58,7 @@ class BigSettings:
     tile: int | None = None
     batch_size: int = 1
     engine: str = "tensorflow"
+    precision: str = "float32"
     threshold: float | None = None
     min_size: int = 0
     split: str = "none"
@@ -72,7 +73,8 @@ def _predict_block(model_path: str, source: Source, store: str, rows: slice, col
 
     model = worker_model(model_path)
     probabilities = blocks.predict_block(model, source.open().data, rows, cols, normalization, tile=settings.tile,
-                                         batch_size=settings.batch_size, engine=settings.engine)
+                                         batch_size=settings.batch_size, engine=settings.engine,
+                                         precision=settings.precision)
     zarr.open_array(str(Path(store) / "0"), mode="r+")[:, rows, cols] = np.moveaxis(probabilities, -1, 0)
     return 1
 
@@ -142,6 +144,7 @@ def predict_big(model_path, source: Source, out_path, kind: str, settings: BigSe
                          "choose one with --channel or convert it")
     if kind == "instances" and settings.split not in ("none", "boundary"):
         raise SettingsError(f"--split {settings.split} is not offered for images predicted block by block; use none")
+    settings = with_backend(worker_model(model_path), settings, channels, len(grid.cores()))
     started = time.perf_counter()
     normalization = percentile_values(image.data, config["percentiles"]) if config["percentiles"] else None
     with atomic_directory(out_path) as tmp:
@@ -159,6 +162,24 @@ def predict_big(model_path, source: Source, out_path, kind: str, settings: BigSe
             settings.timings["stitch"] = time.perf_counter() - started
         ngff.finish(store)
     return Path(out_path)
+
+
+def with_backend(model, settings: BigSettings, channels: int, n_blocks: int) -> BigSettings:
+    """``settings`` with ``auto`` engine and precision resolved once for the whole job (on a full
+    block's tiles), so every block and worker runs the same."""
+    import dataclasses
+
+    from keras_unet import tiling
+
+    if "auto" not in (settings.engine, settings.precision):
+        return settings
+    shape = (settings.block, settings.block, channels)
+    tile = tiling.resolve_tile(model, shape, settings.tile, settings.batch_size)
+    config = tiling.unet_config(model)
+    tiles = tiling.count_tiles(shape, tile, config["depth"], config["padding"]) * n_blocks
+    engine, precision = tiling.resolve_engine(model, shape, settings.engine, tile, settings.batch_size, tiles=tiles,
+                                              precision=settings.precision)
+    return dataclasses.replace(settings, engine=engine, precision=precision)
 
 
 class _ChannelsLast:
@@ -198,6 +219,7 @@ class FileSettings:
     memory_mb: int = 4096
     tta: int = 1
     engine: str = "tensorflow"
+    precision: str = "float32"
     threshold: float | None = None
     min_size: int = 0
     split: str = "none"
@@ -208,7 +230,8 @@ def predict_file(model_path: str, path: str, out_dir: str, settings: FileSetting
     from keras_unet.inference import PredictionJob
 
     job = PredictionJob(worker_model(str(model_path)), path, tile=settings.tile, batch_size=settings.batch_size,
-                        memory_mb=settings.memory_mb, tta=settings.tta, engine=settings.engine)
+                        memory_mb=settings.memory_mb, tta=settings.tta, engine=settings.engine,
+                        precision=settings.precision)
     return str(job.run(Path(out_dir), settings.kind, threshold=settings.threshold, min_size=settings.min_size,
                        split=settings.split))
 

@@ -89,7 +89,8 @@ def unet(
     x = image
     if input_range is not None:
         low, high = (float(v) for v in input_range)
-        x = layers.Rescaling(1.0 / (high - low), offset=-low / (high - low), name="normalize")(x)
+        # float32 under every dtype policy: 16-bit raw values do not fit bfloat16's 8-bit mantissa
+        x = layers.Rescaling(1.0 / (high - low), offset=-low / (high - low), dtype="float32", name="normalize")(x)
 
     skips = []
     for level in range(1, depth):

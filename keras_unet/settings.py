@@ -51,7 +51,9 @@ class TrainConfig:
     lr_schedule: str = "constant"  # constant | cosine
     loss: str = "wce"
     early_stopping: int = 0  # patience in epochs; 0 = off
-    mixed_precision: bool = False
+    # float32 | bfloat16 | float16 (mixed_float16, a GPU's) | auto: bfloat16 where the CPU has it
+    # natively and it measured faster (keras_unet.precision); a run records what it resolved to
+    precision: str = "auto"
     max_minutes: float = 0.0  # the wall-time budget: the schedule is planned to fit it; 0 = no limit
     fixed_schedule: bool = False  # epochs and steps given explicitly: kept as they are, not planned to the budget
     tensorboard: bool = False
@@ -67,7 +69,10 @@ class TrainConfig:
         """From a saved ``config.json``; a run from before a setting existed keeps what it had then
         (the fixed input range, selection on the validation loss)."""
         known = {f.name for f in fields(cls)}
-        values = {"normalization": "range", "select_on": "loss", **values}
+        # a run from before precision was recorded trained in float32, or float16 / bfloat16 with
+        # the old --mixed-precision flag
+        old_precision = "float16" if values.get("mixed_precision") else "float32"
+        values = {"normalization": "range", "select_on": "loss", "precision": old_precision, **values}
         return cls(**{k: v for k, v in values.items() if k in known})
 
     def validated(self) -> "TrainConfig":
@@ -105,6 +110,8 @@ class TrainConfig:
             ("augment_on", self.augment_on in ("auto", "host", "device"), "auto, host or device"),
             ("select_on", self.select_on in ("auto", "object_f1", "iou", "loss"), "auto, object_f1, iou or loss"),
             ("strategy", self.strategy in ("default", "mirrored", "multiworker"), "default, mirrored or multiworker"),
+            ("precision", self.precision in ("auto", "float32", "bfloat16", "float16"),
+             "auto, float32, bfloat16 or float16"),
         ]
         for name, ok, rule in checks:
             if not ok:

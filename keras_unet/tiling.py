@@ -35,14 +35,14 @@ def _as_hwc(image: np.ndarray) -> np.ndarray:
 _XLA_FORWARD = weakref.WeakKeyDictionary()
 
 
-def forward_function(model, jit_compile: bool = False, engine: str = "tensorflow"):
-    """``tiles (B, S, S, C) -> probabilities`` as numpy through ``engine`` (``tensorflow`` or
-    ``onnxruntime``, :mod:`keras_unet.engines`); with ``jit_compile`` through XLA (compiled once
-    per model and tile shape)."""
+def forward_function(model, jit_compile: bool = False, engine: str = "tensorflow", precision: str = "float32"):
+    """``tiles (B, S, S, C) -> probabilities`` as numpy through ``engine`` at ``precision``
+    (resolved, :mod:`keras_unet.engines`); with ``jit_compile`` through XLA in float32 (compiled
+    once per model and tile shape)."""
     if not jit_compile:
         from keras_unet.engines import forward_function as engine_forward
 
-        return engine_forward(model, engine)
+        return engine_forward(model, engine, precision)
     if model not in _XLA_FORWARD:
         import tensorflow as tf
 
@@ -59,18 +59,18 @@ def prediction_network(model, config: dict | None = None):
 
 
 def resolve_engine(model, image_shape, engine: str = "auto", tile: int | None = None, batch_size: int = 1,
-                   memory_mb: int = 4096, tiles: int | None = None) -> str:
-    """The engine :func:`predict_tiled` would run for an image of ``image_shape`` (``tiles``: the
-    job's tiles in all, default this image's), for a caller to say which one ran."""
+                   memory_mb: int = 4096, tiles: int | None = None, precision: str = "float32") -> tuple[str, str]:
+    """``(engine, precision)`` that :func:`predict_tiled` would run for an image of
+    ``image_shape`` (``tiles``: the job's tiles in all, default this image's), resolved once for
+    a job (:func:`keras_unet.engines.resolve`) so a caller can say which ran and pass them on."""
     config = unet_config(model)
-    if engine == "tensorflow":
-        return engine
     from keras_unet import engines
 
     size = resolve_tile(model, image_shape, tile, batch_size, memory_mb)
     count = tiles or count_tiles(image_shape, size, config["depth"], config["padding"])
     return engines.resolve(prediction_network(model, config), engine,
-                           (min(batch_size, count), size, size, config["in_channels"]), -(-count // batch_size))
+                           (min(batch_size, count), size, size, config["in_channels"]), -(-count // batch_size),
+                           precision)
 
 
 def gray_for_rgb(channels: int, model_channels: int) -> bool:
@@ -82,19 +82,21 @@ def gray_for_rgb(channels: int, model_channels: int) -> bool:
 def normalized_input(model, image: np.ndarray, config: dict):
     """``(image (H, W, C) float32 as the network takes it, network)``: a percentile-normalising
     model's image normalised as a whole and its nested network; else the image and the model."""
-    image = _as_hwc(image)
+    image = np.asarray(image)
+    image = image[..., None] if image.ndim == 2 else image
     if gray_for_rgb(image.shape[-1], config["in_channels"]):
         image = np.repeat(image, 3, axis=-1)
     if config["percentiles"] is None:
-        return image, model
+        return image.astype(np.float32, copy=False), model
     from keras_unet.normalize import normalize_image
 
+    # in the image's own dtype: an 8- or 16-bit image's percentiles come from its histogram (fast, exact)
     return normalize_image(image, config["percentiles"]), network_of(model)
 
 
 def predict_tiled(model, image: np.ndarray, tile: int | None = None, batch_size: int = 1,
                   progress=None, memory_mb: int = 4096, jit_compile: bool = False,
-                  engine: str = "tensorflow") -> np.ndarray:
+                  engine: str = "tensorflow", precision: str = "float32") -> np.ndarray:
     """Class probabilities ``(H, W, n_classes)`` float32 of ``image`` ``(H, W)`` or ``(H, W, C)``.
 
     ``tile`` defaults to the largest valid tile within ``memory_mb`` that the image needs: on a
@@ -102,7 +104,8 @@ def predict_tiled(model, image: np.ndarray, tile: int | None = None, batch_size:
     ``progress``, if given, is called with the number of tiles done after each batch.
     A percentile-normalising model has the whole image normalised first, then its nested network
     sees the tiles: the statistics are the image's, whatever the tile. ``engine``: what runs the
-    network on the tiles (``tensorflow``, ``onnxruntime`` or ``auto``: :func:`keras_unet.engines.resolve`).
+    network on the tiles (``tensorflow``, ``onnxruntime``, ``openvino`` or ``auto``) at ``precision``
+    (``float32``, ``bfloat16`` or ``auto``): :func:`keras_unet.engines.resolve`.
     """
     config = unet_config(model)
     depth, padding = config["depth"], config["padding"]
@@ -112,13 +115,13 @@ def predict_tiled(model, image: np.ndarray, tile: int | None = None, batch_size:
     rows, cols = plan.origins(height), plan.origins(width)
     padded = _padded(image, plan, rows[-1], cols[-1])
     origins = [(r, c) for r in rows for c in cols]
-    if engine != "tensorflow" and not jit_compile:
+    if (engine, precision) != ("tensorflow", "float32") and not jit_compile:  # checked, auto resolved
         from keras_unet import engines
 
         batches = -(-len(origins) // batch_size)
-        engine = engines.resolve(model, engine, (min(batch_size, len(origins)), plan.input_size, plan.input_size,
-                                                 image.shape[-1]), batches)
-    forward = forward_function(model, jit_compile, engine)
+        engine, precision = engines.resolve(model, engine, (min(batch_size, len(origins)), plan.input_size,
+                                                            plan.input_size, image.shape[-1]), batches, precision)
+    forward = forward_function(model, jit_compile, engine, precision)
     return run_tiles(forward, padded, plan, rows, cols, config["n_classes"], batch_size, progress)[:height, :width]
 
 

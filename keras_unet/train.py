@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_unet import __version__, augment, data, inference, losses, metrics, pipeline, plots, sizes, synthetic, tiling
-from keras_unet import keras_patches, runs
+from keras_unet import keras_patches, precision, runs
 from keras_unet.budget import cosine_rate, plan_schedule
 from keras_unet.errors import ModelFileError, SettingsError
 from keras_unet.files import atomic_path, remove_stale_temporaries
@@ -316,7 +316,10 @@ class RunCheckpoint(keras.callbacks.Callback):
         if not self.is_chief:
             return
         if improved:  # an inference model: loads without keras_unet; training state stays in last.keras
-            save_model_atomic(inference_model(self.model, self.percentiles), self.run_dir / "model.keras")
+            # float32 whatever the run trained in: predict and the exporters choose their own precision
+            with precision.global_policy("float32"):
+                network = precision.with_policy(self.model, "float32")
+                save_model_atomic(inference_model(network, self.percentiles), self.run_dir / "model.keras")
         save_model_atomic(self.model, self.run_dir / "last.keras")
         runs.Run(self.run_dir).write_state(self.state)
 
@@ -382,6 +385,66 @@ class TimeLimit(keras.callbacks.Callback):
             self.model.stop_training = self.stopped = True
 
 
+def _gpu() -> bool:
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def resolve_precision(config: TrainConfig, channels: int, verbose: int = 0) -> str:
+    """The precision a run trains in: ``config.precision`` unless ``auto``, which is bfloat16
+    where the CPU computes it natively and a few training steps of this network, tile and batch
+    measured faster in it (:func:`training_step_seconds`), else float32 (also on a GPU: ask for
+    float16 there)."""
+    if config.precision != "auto":
+        return config.precision
+    if _gpu() or not precision.native_bfloat16():
+        return "float32"
+    seconds = training_step_seconds(config, channels)
+    chosen = "bfloat16" if seconds["bfloat16"] < seconds["float32"] else "float32"
+    if verbose:
+        print(f"precision: {chosen} (a training step measured {seconds['float32']:.3f} s in float32, "
+              f"{seconds['bfloat16']:.3f} s in bfloat16 on this CPU; --precision overrides)", file=sys.stderr,
+              flush=True)
+    return chosen
+
+
+def training_step_seconds(config: TrainConfig, channels: int, repeat: int = 3) -> dict:
+    """Seconds per training step (best of ``repeat`` after the step that builds the graph) in
+    float32 and in bfloat16, for this network, tile and batch on this machine; measured once and
+    cached (``training_precision.json`` in the cache, by machine, architecture, tile and batch)."""
+    from keras_unet.engines import machine_key
+    from keras_unet.files import cache_root
+
+    key = (f"{machine_key()} | depth {config.depth}, base {config.base_filters}, {channels} -> {config.n_classes}, "
+           f"{config.padding}, bn {config.batch_norm} | tile {config.tile} x {config.batch_size}")
+    path = cache_root() / "training_precision.json"
+    known = runs.read_json(path)
+    if key in known:
+        return known[key]
+    rng = np.random.default_rng(0)
+    tiles = rng.uniform(0, 1, (config.batch_size, config.tile, config.tile, channels)).astype(np.float32)
+    out = sizes.output_size(config.tile, config.depth, config.padding)
+    targets = rng.integers(0, config.n_classes, (config.batch_size, out, out))
+    seconds, policy = {}, keras.mixed_precision.global_policy()
+    try:
+        for name in ("float32", "bfloat16"):
+            keras.mixed_precision.set_global_policy(precision.POLICIES[name])
+            model = unet(depth=config.depth, base_filters=config.base_filters, in_channels=channels,
+                         n_classes=config.n_classes, padding=config.padding, batch_norm=config.batch_norm,
+                         input_range=None)
+            model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+            model.train_on_batch(tiles, targets)
+            times = []
+            for _ in range(repeat):
+                start = time.perf_counter()
+                model.train_on_batch(tiles, targets)
+                times.append(time.perf_counter() - start)
+            seconds[name] = min(times)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+    runs.write_json(path, {**known, key: seconds})
+    return seconds
+
+
 def augment_on_device(config: TrainConfig) -> bool:
     """Where the augmentation runs: ``auto`` puts it on the GPU where there is one GPU and no
     distribution strategy (a GPU trains the paper network faster than a few host cores augment:
@@ -419,7 +482,7 @@ def fit(config: TrainConfig, run_dir, verbose: int = 1, datasets=None, callbacks
     used instead of the configured folders. ``callbacks``: Keras callbacks added to the run's own.
 
     Returns the final state: ``{"epoch", "best", "best_epoch", "history", "model", "config", "time_limited"}``.
-    Keras's global dtype policy (changed by ``mixed_precision``) is restored on return.
+    Keras's global dtype policy (set by the run's ``precision``) is restored on return.
     """
     return _run(config.validated(), Path(run_dir), {"epoch": 0, "best": float("inf")}, False, verbose, datasets,
                 callbacks)
@@ -462,8 +525,6 @@ def _run(config: TrainConfig, run_dir: Path, state: dict, from_checkpoint: bool,
 def _train(config: TrainConfig, run_dir: Path, state: dict, resume: bool, verbose: int, datasets, extra) -> dict:
     started = time.monotonic()
     sizes.check_input_size(config.tile, config.depth, config.padding)
-    if config.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16")
     keras.utils.set_random_seed(config.seed + state["epoch"])
     chief = is_chief()
     # The strategy before any TF op runs (loading the model of --from, the normalisation in
@@ -473,6 +534,9 @@ def _train(config: TrainConfig, run_dir: Path, state: dict, resume: bool, verbos
     source = starting_point(config.init_from) if config.init_from and not resume else None
     prepared = _prepare_data(config, datasets, verbose, source)
     train_data, val_data = prepared.network_input()
+    # the precision resolved once and recorded, so --resume trains on in the same one
+    config = config.updated(precision=resolve_precision(config, train_data.channels, verbose))
+    keras.mixed_precision.set_global_policy(precision.training_policy(config.precision, _gpu()))
     if chief:
         _start_folder(config, run_dir, resume, prepared, train_data, val_data)
     model = _model(config, run_dir, resume, strategy, train_data.channels, prepared.input_range, source)

@@ -142,3 +142,28 @@ def test_isbi2012_loads():
     fraction = np.mean([t.mean() for t in dataset.targets])
     assert 0.6 < fraction < 0.85  # 255 = cell interior becomes class 1 (~78% of pixels)
     assert dataset.mask_kinds[0] == "binary"
+
+
+def test_one_mask_kind_per_dataset_with_counts(tmp_path):
+    """A folder of instance masks where one mask holds a single object: one note, "instance", with
+    the single-object mask counted (it printed "binary" and "instance" before, contradicting
+    itself); inspect-data and fit print the same note."""
+    from click.testing import CliRunner
+
+    from keras_unet.cli.main import main
+
+    for seed in (1, 2):
+        image, labels = synthetic.sample((96, 96), seed=seed)
+        write_pair(tmp_path, f"many{seed}", image, labels.astype(np.uint16))
+    image, labels = synthetic.sample((96, 96), seed=3)
+    one = (labels == labels.max()).astype(np.uint16) * 7  # one object, labelled 7
+    write_pair(tmp_path, "single", image, one)
+    dataset = data.load_dataset(tmp_path)
+    kinds = [note for note in dataset.notes if note.startswith("masks:")]
+    assert kinds == ["masks: instance (1 of 3 hold one object, or two values, and read as binary: the same target "
+                     "either way)"]
+    result = CliRunner().invoke(main, ["inspect-data", str(tmp_path), "--out", str(tmp_path / "aug.png"),
+                                       "--tile", "92"])
+    assert [line for line in result.output.splitlines() if "masks:" in line] == kinds
+    assert data.mask_kinds_note(["binary", "binary"]).startswith("masks: binary (larger value")
+    assert data.mask_kinds_note(["classes", "binary", "classes"]) == "masks: binary (1 of 3), classes (2 of 3)"

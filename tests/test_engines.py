@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from keras_unet import data, engines, tiling
+from keras_unet import data, engines, precision, tiling
 from keras_unet.cli.main import main
 from keras_unet.errors import SettingsError
 
@@ -59,16 +59,24 @@ def test_auto_keeps_tensorflow_for_small_jobs_and_follows_a_measurement(converte
     model, _, cache = converted
     network = tiling.prediction_network(model)
     monkeypatch.setenv("KERAS_UNET_CACHE", str(tmp_path))  # nothing converted or measured here
-    assert engines.resolve(network, "auto", (1, 220, 220, 1), n_batches=2) == "tensorflow"
-    assert not (tmp_path / "onnx").exists()  # a small job pays no conversion
+    assert engines.resolve(network, "auto", (1, 220, 220, 1), n_batches=2, precision="auto") == ("tensorflow",
+                                                                                                  "float32")
+    assert not (tmp_path / "onnx").exists()  # a small job pays no conversion, nor a measurement
     monkeypatch.setattr(engines, "CONVERSION_PAYS_AFTER", 0.0)  # any job is long enough now
     monkeypatch.setenv("KERAS_UNET_CACHE", str(cache))
     result = engines.measure(network, (1, 220, 220, 1), repeat=1)
-    assert set(result["seconds"]) == {"tensorflow", "onnxruntime", "openvino"}  # every engine installed
-    assert result["engine"] == min(result["seconds"], key=result["seconds"].get)
+    # every engine installed, at every precision this CPU computes natively (never bfloat16 on ONNX Runtime)
+    bf16 = {"tensorflow/bfloat16", "openvino/bfloat16"} if precision.native_bfloat16() else set()
+    assert set(result["seconds"]) == {"tensorflow/float32", "onnxruntime/float32", "openvino/float32"} | bf16
+    fastest = min(result["seconds"], key=result["seconds"].get)
+    assert f"{result['engine']}/{result['precision']}" == fastest
     recorded = json.loads((cache / "engines.json").read_text())
     assert any(entry["engine"] == result["engine"] for entry in recorded.values())
-    assert engines.resolve(network, "auto", (1, 220, 220, 1), n_batches=2) == result["engine"]
+    assert engines.resolve(network, "auto", (1, 220, 220, 1), n_batches=2, precision="auto") == (result["engine"],
+                                                                                                 result["precision"])
+    float32_only = {k: v for k, v in result["seconds"].items() if k.endswith("/float32")}
+    assert engines.resolve(network, "auto", (1, 220, 220, 1), n_batches=2) == tuple(
+        min(float32_only, key=float32_only.get).split("/"))  # precision float32 asked: the fastest float32
     # what was measured for this machine only: another CPU model measures again
     monkeypatch.setattr(engines, "machine_key", lambda: "another cpu / 2 threads")
     assert engines.measured_choice(network, (1, 220, 220, 1)) is None
@@ -88,7 +96,7 @@ def test_predict_says_which_engine_ran_and_an_unknown_or_missing_one_is_one_line
         result = CliRunner().invoke(main, ["predict", str(path), str(tmp_path / "a.png"), "--format", "probabilities",
                                            "--tile", "220", "--engine", engine, "--out", str(tmp_path / engine)])
         assert result.exit_code == 0, result.output
-        assert f"tiles, {engine})" in result.output
+        assert f"tiles, {engine} float32)" in result.output  # precision auto: float32 for so short a job
         outputs[engine] = data.read_image(tmp_path / engine / "a_probabilities.tif")
     np.testing.assert_allclose(outputs["onnxruntime"], outputs["tensorflow"], atol=1e-4)
     real = importlib.util.find_spec

@@ -81,8 +81,8 @@ def test_the_model_sees_one_batch_of_tiles_at_a_time(tiny_model, rng, monkeypatc
     seen = []
     original = tiling.forward_function
 
-    def recording(model, jit_compile=False, engine="tensorflow"):
-        forward = original(model, jit_compile, engine)
+    def recording(model, jit_compile=False, engine="tensorflow", precision="float32"):
+        forward = original(model, jit_compile, engine, precision)
         return lambda tiles: seen.append(tiles.shape) or forward(tiles)
 
     monkeypatch.setattr(tiling, "forward_function", recording)

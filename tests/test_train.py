@@ -132,7 +132,7 @@ def test_training_learns_the_synthetic_cells(tmp_path):
 def test_mixed_precision_and_mirrored_strategy(tmp_path):
     import keras
 
-    state = train.fit(train.TrainConfig(**{**TINY, "epochs": 1, "mixed_precision": True, "strategy": "mirrored"}),
+    state = train.fit(train.TrainConfig(**{**TINY, "epochs": 1, "precision": "float16", "strategy": "mirrored"}),
                       tmp_path / "run", verbose=0)
     import tensorflow as tf
 

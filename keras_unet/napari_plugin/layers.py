@@ -33,6 +33,7 @@ class Settings:
     split: str | None = None
     diameter: float | None = None  # px, the objects in the layer (predict --diameter); None: as they are
     engine: str = "auto"
+    precision: str = "auto"  # float32, bfloat16 or auto (bfloat16 where the CPU has it and it is faster)
     objects: bool = True
     probabilities: bool = False
 
@@ -47,6 +48,7 @@ class Segmentation:
     probabilities: np.ndarray | None
     postprocessing: dict
     engine: str
+    precision: str = "float32"
 
 
 MIN_SIDE = 8  # px; smaller pages hold no object a U-Net of this project could segment
@@ -82,7 +84,7 @@ def segment(layer_data, settings: Settings, rgb: bool = False, name: str = "imag
                                       split=settings.split, diameter=settings.diameter)
     pages, lead = pages_of(layer_data, rgb, name)
     job = inference.PredictionJob(model, name, tile=settings.tile, tta=settings.tta, engine=settings.engine,
-                                  pages=pages, scale=chosen["scale"])
+                                  pages=pages, scale=chosen["scale"], precision=settings.precision)
     done = 0
 
     def tiles_done(n: int) -> None:
@@ -104,7 +106,8 @@ def segment(layer_data, settings: Settings, rgb: bool = False, name: str = "imag
 
     label_stack = stacked(labels)
     return Segmentation(labels=None if label_stack is None else label_stack.astype(np.uint32),
-                        probabilities=stacked(probabilities), postprocessing=chosen, engine=job.engine)
+                        probabilities=stacked(probabilities), postprocessing=chosen, engine=job.engine,
+                        precision=job.precision)
 
 
 def layer_name(source: str, model: str, kind: str) -> str:

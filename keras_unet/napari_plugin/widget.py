@@ -12,6 +12,7 @@ from magicgui.widgets import SpinBox
 from qtpy.QtCore import QObject, Signal
 
 from keras_unet.napari_plugin import layers
+from keras_unet.precision import PRECISIONS
 
 OTHER = "run folder or model file below"
 SPLITS = ("none", "watershed", "boundary")
@@ -51,6 +52,9 @@ class SegmentWidget(Container):
         self.threshold = FloatSpinBox(label="threshold (0 = argmax)", value=0.0, min=0.0, max=1.0, step=0.05)
         self.min_size = SpinBox(label="min object size (px)", value=0, min=0, max=10**7)
         self.split = ComboBox(label="split touching", choices=SPLITS, value="none")
+        self.precision = ComboBox(label="precision", choices=PRECISIONS, value="auto",
+                                  tooltip="bfloat16 runs several times faster on CPUs that have it natively (AMX, "
+                                          "AVX512_BF16); auto: bfloat16 only there and where measured faster")
         self.objects = CheckBox(text="objects (Labels layer)", value=True)
         self.probabilities = CheckBox(text="probabilities (Image layer)", value=False)
         self.run_button = PushButton(text="Segment")
@@ -58,7 +62,7 @@ class SegmentWidget(Container):
         self.progress = ProgressBar(label="tiles", value=0, min=0, max=1)
         self.status = Label(value="")
         self.extend([self.model, self.path, self.image, self.tile, self.tta, self.diameter, self.threshold, self.min_size, self.split,
-                     self.objects, self.probabilities, self.run_button, self.cancel_button, self.progress, self.status])
+                     self.precision, self.objects, self.probabilities, self.run_button, self.cancel_button, self.progress, self.status])
         self.worker = None
         self._cancel = threading.Event()
         self._signals = _Progress()
@@ -108,7 +112,7 @@ class SegmentWidget(Container):
         return layers.Settings(model=self.model_path(), tile=self.tile.value or None, tta=self.tta.value,
                                threshold=threshold, min_size=changed("min_size", self.min_size.value),
                                split=changed("split", self.split.value), diameter=self.diameter.value or None,
-                               objects=self.objects.value, probabilities=self.probabilities.value)
+                               precision=self.precision.value, objects=self.objects.value, probabilities=self.probabilities.value)
 
     # -- running -------------------------------------------------------------------------------
 
@@ -168,7 +172,7 @@ class SegmentWidget(Container):
         threshold = "argmax" if chosen["threshold"] is None else f"p >= {chosen['threshold']:g}"
         count = f", {np.unique(result.labels).size - 1} objects" if result.labels is not None else ""
         self.status.value = (f"done{count} ({threshold}, min {chosen['min_size']} px, split {chosen['split']}, "
-                             f"{result.engine})")
+                             f"{result.engine} {result.precision})")
         return made
 
     def _put(self, name: str, data, kind: str, **kwargs):
