@@ -49,7 +49,7 @@ def split() -> tuple[list, list]:
 
 def time_shares(run_dir: Path) -> str:
     """Training and validation seconds from ``log.csv`` (runs from before the timing: n/a)."""
-    log = np.genfromtxt(run_dir / "log.csv", delimiter=",", names=True)
+    log = np.genfromtxt(runs.run_file(run_dir, runs.LOG), delimiter=",", names=True)
     if "val_seconds" not in (log.dtype.names or ()):
         return "n/a (no timing in log.csv)"
     trained, validated = np.nansum(log["train_seconds"]), np.nansum(log["val_seconds"])
@@ -103,7 +103,15 @@ def main():
     parser.add_argument("--runs", default="/tmp/budget_runs", help="run folders go here")
     parser.add_argument("--before", default=None, help="a run folder of an earlier version, same split")
     parser.add_argument("--run", default=None, help="score this run folder instead of training one")
+    parser.add_argument("--fill-limit", type=int, default=None,
+                        help="the planner's fill limit (1: the capped plan of before, never more than the "
+                             "configured epochs) [keras_unet.budget.FILL_LIMIT]")
+    parser.add_argument("--name", default="budget", help="results/NAME.md")
     args = parser.parse_args()
+    if args.fill_limit is not None:
+        from keras_unet import budget
+
+        budget.FILL_LIMIT = args.fill_limit
 
     train_pairs, test_pairs = split()
     dataset = data.load_pairs(train_pairs)
@@ -120,8 +128,9 @@ def main():
     if args.before:
         evaluate("before", Path(args.before), test_pairs, min_distance, rows, baseline=False)
     evaluate("now", run_dir, test_pairs, min_distance, rows, baseline=True)
-    write_table("budget", f"DSB2018 nuclei, cpu preset at {args.minutes:g} min: held-out images per kind",
-                f"python benchmarks/budget.py --minutes {args.minutes:g}" + (" --before RUN" if args.before else ""),
+    write_table(args.name, f"DSB2018 nuclei, cpu preset at {args.minutes:g} min: held-out images per kind",
+                f"python benchmarks/budget.py --minutes {args.minutes:g}" + (" --before RUN" if args.before else "")
+                + (f" --fill-limit {args.fill_limit}" if args.fill_limit is not None else ""),
                 ["kind", "test images", "method", "F1 @ IoU 0.5", "DSB score", "training", "s / image"], rows,
                 f"Training: {len(train_set)} images, validation {len(val_set)} (a split of the same pairs); test: "
                 f"{len(test_pairs)} held-out images, every fifth of each kind. 'before' is the run of the earlier "

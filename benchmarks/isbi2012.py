@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from _common import write_table
-from keras_unet import data, inference, train
+from keras_unet import data, inference, runs, train
 
 ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012"
 # U-Net paper, Table 1 (ISBI 2012 leaderboard, March 2015): the challenge's protocol.
@@ -74,7 +74,7 @@ def main():
                                epochs=args.epochs, steps_per_epoch=args.steps, max_minutes=args.minutes)
     if args.evaluate:
         run_dir = Path(args.evaluate)
-        state = json.loads((run_dir / "state.json").read_text())
+        state = runs.Run(run_dir).state()
         minutes = float(json.loads((run_dir / "isbi2012_training.json").read_text())["minutes"])
     else:
         run_dir = Path(args.out) / time.strftime("%Y%m%d-%H%M%S")

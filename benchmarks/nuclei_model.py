@@ -67,13 +67,13 @@ def main():
                                  target=args.target)
         dataset = data.load_pairs(train_pairs, train.weight_params(config))
         datasets = dataset.split(config.val_fraction, config.seed)
-        if (run_dir / "config.json").is_file():
+        if runs.Run(run_dir).started:
             train.resume(run_dir, verbose=2, datasets=datasets)
         else:
             train.fit(config, run_dir, verbose=2, datasets=datasets)
     minutes = (time.perf_counter() - start) / 60
-    state = runs.read_json(run_dir / runs.STATE)
-    log = np.genfromtxt(run_dir / "log.csv", delimiter=",", names=True)
+    state = runs.Run(run_dir).state()
+    log = np.genfromtxt(runs.run_file(run_dir, runs.LOG), delimiter=",", names=True)
     wall = (np.nansum(log["train_seconds"]) + np.nansum(log["val_seconds"])) / 60  # over every resumption
     scores = held_out_scores(run_dir, test_pairs)
     print(json.dumps(scores, indent=1), file=sys.stderr)
@@ -96,12 +96,12 @@ def main():
     print(f"this call took {minutes:.1f} min", file=sys.stderr)
     if not args.no_install:
         PACKAGE.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(run_dir / "model.keras", PACKAGE / "model.keras")
+        shutil.copyfile(runs.run_file(run_dir, runs.MODEL), runs.run_file(PACKAGE, runs.MODEL))
         record = runs.record(run_dir)
         for key in ("train_samples", "val_samples"):  # file names, not this machine's paths
             record[key] = [Path(p).name for p in record.get(key, [])]
-        (PACKAGE / "config.json").write_text(json.dumps(record, indent=1) + "\n")
-        (PACKAGE / "card.json").write_text(json.dumps(card, indent=1) + "\n")
+        runs.write_json(runs.run_file(PACKAGE, runs.CONFIG), record)  # atomically, as every run record
+        runs.write_json(runs.run_file(PACKAGE, runs.CARD), card)
         print(f"installed into {PACKAGE}", file=sys.stderr)
 
 

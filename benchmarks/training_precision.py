@@ -15,7 +15,7 @@ import numpy as np
 
 from _common import write_table
 from budget import DSB
-from keras_unet import settings, train
+from keras_unet import runs, settings, train
 from keras_unet.precision import bfloat16_flags
 
 
@@ -24,7 +24,7 @@ def steps_per_second(precision: str, steps: int, epochs: int) -> tuple[float, st
         config = settings.preset("cpu", data=str(DSB), epochs=epochs, steps_per_epoch=steps, max_minutes=0.0,
                                  fixed_schedule=True, precision=precision)
         state = train.fit(config, Path(folder) / "run", verbose=0)
-        log = np.genfromtxt(Path(folder) / "run" / "log.csv", delimiter=",", names=True)
+        log = np.genfromtxt(runs.run_file(Path(folder) / "run", runs.LOG), delimiter=",", names=True)
         seconds = float(np.sum(log["train_seconds"][1:]))
         return steps * (epochs - 1) / seconds, state["config"].precision
 

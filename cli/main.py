@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from keras_unet import __version__
+from keras_unet.instances import SPLITS
 
 
 class InputError(click.ClickException):
@@ -190,9 +191,9 @@ def fit(data_dir, out_dir, resume_dir, no_augment, paper, preset, from_model, mi
     if "val_object_f1" in scores:
         click.echo(f"  validation: object F1 {scores['val_object_f1']:.3f}, DSB score {scores['val_object_dsb']:.3f}, "
                    f"pixel error {scores['val_pixel_error']:.3f} (model.keras, argmax)")
-    for name in ("model.keras", "last.keras", "config.json", "log.csv", "curves.png", "samples.png"):
-        if (run_dir / name).exists():
-            click.echo(f"  {run_dir / name}")
+    for name in runs.SHOWN:
+        if runs.run_file(run_dir, name).exists():
+            click.echo(f"  {runs.run_file(run_dir, name)}")
 
 
 def _verbosity() -> int:
@@ -254,7 +255,7 @@ def run_postprocessing(model_path, threshold, min_size, split, announce: bool = 
 @click.option("--min-size", type=click.IntRange(min=0), default=None,
               help="Instances: drop objects smaller than this (px) [the run's choice on its validation data, "
                    "else its min_object_size from its training objects, else 0].")
-@click.option("--split", type=click.Choice(["none", "watershed", "boundary"]), default=None,
+@click.option("--split", type=click.Choice(SPLITS), default=None,
               help="Instances: also split objects that still touch (distance-transform watershed); boundary: a "
                    "three-class model's interiors grown over their boundary [the run's choice, else none, or "
                    "boundary for a three-class model].")
@@ -302,9 +303,12 @@ def predict(model_path, inputs, out_dir, tile, batch_size, memory_mb, tta, kind,
 
         client = jobs.connect(scheduler)
         try:
-            files = _predict_big_and_distributed(jobs, client, model_path, files, big, out_dir, kind, block, tile,
-                                                 batch_size, memory_mb, tta, engine, precision, threshold, min_size,
-                                                 split, channel, z, t, ngff, skip_done, scheduler)
+            settings = jobs.FileSettings(kind=kind, tile=tile, batch_size=batch_size, memory_mb=memory_mb, tta=tta,
+                                         engine=engine, precision=precision, threshold=threshold, min_size=min_size,
+                                         split=split)
+            request = jobs.Request(out_dir=out_dir, files=settings, block=block, channel=channel, z=z, t=t, ngff=ngff,
+                                   skip_done=skip_done)
+            files = _predict_big_and_distributed(jobs, client, model_path, files, big, request, scheduler)
         finally:
             if client is not None:
                 client.close()
@@ -331,39 +335,34 @@ def predict(model_path, inputs, out_dir, tile, batch_size, memory_mb, tta, kind,
             click.echo(f"  -> {written}")
 
 
-def _predict_big_and_distributed(jobs, client, model_path, files, big, out_dir, kind, block, tile, batch_size,
-                                 memory_mb, tta, engine, precision, threshold, min_size, split, channel, z, t, ngff,
-                                 skip_done, scheduler) -> list:
-    """predict's Dask part: big images block by block, and on a cluster the small ones as tasks;
-    returns the files left for the local loop."""
+def _predict_big_and_distributed(jobs, client, model_path, files, big, request, scheduler) -> list:
+    """predict's Dask part (``request``: a :class:`keras_unet.jobs.Request`): big images block by
+    block, and on a cluster the small ones as tasks; returns the files left for the local loop."""
     from keras_unet import inference
 
     model_file = inference.resolve_model_path(model_path)
     for number, path in enumerate(big, start=1):
-        out = jobs.result_path(out_dir, path)
-        if skip_done and out.exists():
+        out = jobs.result_path(request.out_dir, path)
+        if request.skip_done and out.exists():
             click.echo(f"[{number}/{len(big)}] {path.name}: {out} is complete, skipped")
             continue
-        settings = jobs.BigSettings(block=block or jobs.DEFAULT_BLOCK, tile=tile, batch_size=batch_size,
-                                    engine=engine, precision=precision, threshold=threshold,
-                                    min_size=min_size, split=split, ngff=ngff)
-        source = jobs.Source(str(path), channel=channel, z=z, t=t)
+        settings, source = request.big_settings(), request.source(path)
         shape = source.open().shape
         with click.progressbar(length=jobs.block_count(shape, settings.block), show_pos=True,
                                label=f"[{number}/{len(big)}] {path.name} ({shape[0]}x{shape[1]}, blocks)") as bar:
-            written = jobs.predict_big(model_file, source, out, kind, settings, client=client, progress=bar.update)
+            written = jobs.predict_big(model_file, source, out, request.kind, settings, client=client,
+                                       progress=bar.update)
         click.echo(f"  -> {written}")
     files = [f for f in files if f not in big]
     if client is not None and files:
-        done = [f for f in files if skip_done and inference.output_path(Path(out_dir), f, kind).exists()]
+        done = [f for f in files
+                if request.skip_done and inference.output_path(Path(request.out_dir), f, request.kind).exists()]
         todo = [f for f in files if f not in done]
-        settings = jobs.FileSettings(kind=kind, tile=tile, batch_size=batch_size, memory_mb=memory_mb, tta=tta,
-                                     engine=engine, precision=precision, threshold=threshold, min_size=min_size,
-                                     split=split)
         with click.progressbar(length=len(todo), show_pos=True,
                                label=f"{len(todo)} image(s) on {scheduler} ({len(done)} done before)") as bar:
-            written = jobs.predict_files(model_file, todo, out_dir, settings, client=client, progress=bar.update)
-        click.echo(f"  -> {len(written)} file(s) in {out_dir}")
+            written = jobs.predict_files(model_file, todo, request.out_dir, request.files, client=client,
+                                         progress=bar.update)
+        click.echo(f"  -> {len(written)} file(s) in {request.out_dir}")
         return []
     return files
 
@@ -409,7 +408,7 @@ def models():
 @click.option("--min-size", type=click.IntRange(min=0), default=None,
               help="Object metrics: drop predicted objects smaller than this (px) [the run's choice, else its "
                    "min_object_size, else 0].")
-@click.option("--split", type=click.Choice(["none", "watershed", "boundary"]), default=None,
+@click.option("--split", type=click.Choice(SPLITS), default=None,
               help="Object metrics: also split objects that still touch; boundary for a three-class model [the "
                    "run's choice].")
 @click.option("--calibrate", is_flag=True, default=False,
@@ -546,7 +545,7 @@ def export(model_path, fmt, out_dir, name, version, quantize, tile, verify, samp
 
     model_file = exporters.resolve_model(model_path)
     if fmt == "onnx":  # a missing extra is named before any work
-        from keras_unet.export.onnx import require_converter
+        from keras_unet.onnx_conversion import require_converter
 
         require_converter()
     if fmt == "bioimageio":

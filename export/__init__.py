@@ -140,7 +140,7 @@ def verify(model, export_path, fmt: str, quantize: str = "none", tile: int | Non
     ``"tolerance"``.
     """
     from keras_unet import inference, synthetic, tiling
-    from keras_unet.export.savedmodel import default_export_tile
+    from keras_unet.graphs import default_export_tile
     from keras_unet.model import unet_config
 
     keras_model = _loaded(model)

@@ -83,7 +83,7 @@ def export_bioimageio(model, out_dir, name: str = "unet", tile: int | None = Non
     from bioimageio.spec import save_bioimageio_package
 
     from keras_unet import sizes
-    from keras_unet.export.savedmodel import default_export_tile
+    from keras_unet.graphs import default_export_tile
     from keras_unet.model import unet_config
 
     config = unet_config(model)
@@ -127,7 +127,7 @@ def _test_image(sample, tile: int, config: dict) -> np.ndarray:
 def _write_files(model, image: np.ndarray, tile: int, config: dict, name: str, work: Path) -> None:
     """The package's files in ``work``: the zipped SavedModel, test tensors, cover and README."""
     from keras_unet import sizes
-    from keras_unet.export.savedmodel import save_module
+    from keras_unet.graphs import save_module
 
     save_module(model, work / "saved_model", tile, signatures=("serving_default",), labels=False)
     shutil.make_archive(str(work / "tf_saved_model"), "zip", work / "saved_model")

@@ -203,15 +203,21 @@ def give_back_blocked(labels, out, grid: BlockGrid, gap: int = 2, probabilities=
         out[rows, cols] = give_back_borders(window, gap, into=into)[ir, ic]
 
 
+def check_split(split: str | None) -> None:
+    """A :class:`SettingsError` for a split the blocked objects cannot make (a watershed's seeds
+    and basins are not local); none and a three-class model's boundary are exact across blocks."""
+    if split not in (None, "none", "boundary"):
+        raise SettingsError(f"--split {split} is not offered for images predicted block by block (a watershed's "
+                            "seeds are not local); use none")
+
+
 def instances_blocked(probabilities, labels, out, grid: BlockGrid, threshold=None, min_size: int = 0,
                       split: str | None = None, gap: int = 2) -> int:
     """Objects of a blocked probability map ``(H, W, classes)``: ``out`` ``(H, W)`` gets labels
     1..N (N returned) equal to :func:`keras_unet.instances.instances_from_probabilities` of the
     whole map up to their numbering. ``labels``: a ``(H, W)`` uint32 work store of the same
     chunking. ``split``: none or boundary (a three-class model)."""
-    if split not in (None, "none", "boundary"):
-        raise SettingsError(f"split {split!r} is not offered for images predicted block by block (a watershed's "
-                            "seeds are not local); use none")
+    check_split(split)
     count = label_blocks(probabilities, labels, grid, threshold)
     mapping = merged_labels(labels, grid, count)
     relabel(labels, grid, mapping)

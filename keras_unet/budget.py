@@ -17,6 +17,9 @@ import numpy as np
 
 # Default share of the wall time that validation may take.
 VALIDATION_SHARE = 0.10
+# A budget on a machine faster than planned is filled with more epochs, up to this many times the
+# configured ones (a bound against a runaway plan on a very fast machine, not a measured optimum).
+FILL_LIMIT = 4
 
 
 @dataclass(frozen=True)
@@ -49,13 +52,15 @@ def validation_epochs(epochs: int, count: int, done: tuple = ()) -> tuple:
 def plan_schedule(*, epochs: int, steps_per_epoch: int, step_seconds: float, validation_seconds: float,
                   budget_seconds: float = 0.0, elapsed_seconds: float = 0.0, reserve_seconds: float = 0.0,
                   epochs_done: int = 0, validated: tuple = (), fixed: bool = False,
-                  validation_share: float = VALIDATION_SHARE, epoch_overhead_seconds: float = 0.0) -> Plan:
+                  validation_share: float = VALIDATION_SHARE, epoch_overhead_seconds: float = 0.0,
+                  fill_limit: int | None = None) -> Plan:
     """Plan the rest of a run from measured costs, after ``epochs_done`` epochs.
 
-    ``epochs`` x ``steps_per_epoch``: the configured schedule, an upper bound unless ``fixed``
-    (given explicitly by the user: kept as it is, with ``fits`` False where it cannot finish).
-    Epochs keep their length (Keras fixes it when training starts); a budget shortens the run by
-    whole epochs. ``step_seconds``, ``validation_seconds``: measured costs of one training step
+    ``epochs`` x ``steps_per_epoch``: the configured schedule, kept as it is where ``fixed``
+    (given explicitly by the user; ``fits`` False where it cannot finish). Otherwise a budget is
+    filled: the run gets as many whole epochs as finish inside it, fewer than configured on a slow
+    machine, more on a fast one (up to ``fill_limit`` times ``epochs``, default :data:`FILL_LIMIT`). Epochs keep their length
+    (Keras fixes it when training starts). ``step_seconds``, ``validation_seconds``: measured costs of one training step
     and one validation. ``budget_seconds``: the wall-time budget (0: none), of which
     ``elapsed_seconds`` are spent (data, graph building, the epochs done, the ``validated`` ones)
     and ``reserve_seconds`` are kept for the work after training (choosing the post-processing).
@@ -63,16 +68,27 @@ def plan_schedule(*, epochs: int, steps_per_epoch: int, step_seconds: float, val
     logs). Validation gets at most ``validation_share`` of the wall time, the last epoch's included.
     """
     step_seconds, validation_seconds = max(step_seconds, 1e-6), max(validation_seconds, 1e-6)
+    fill_limit = FILL_LIMIT if fill_limit is None else fill_limit
     epoch_seconds = steps_per_epoch * step_seconds + max(epoch_overhead_seconds, 0.0)
     if budget_seconds and not fixed:
         # As many validations as the share allows (the last one always), the rest is training.
         count = max(1, int(validation_share * budget_seconds / validation_seconds) - len(validated))
         left = budget_seconds - elapsed_seconds - reserve_seconds - count * validation_seconds
         fitting = epochs_done + int(max(left, 0.0) / epoch_seconds)
-        plan_epochs = min(epochs, max(fitting, epochs_done + 1))
-        reason = ("the configured schedule fits the budget" if plan_epochs == epochs else
-                  f"{epochs} epochs of {steps_per_epoch} steps do not fit the {budget_seconds / 60:g} min budget at "
-                  f"{step_seconds:.2f} s per step: {plan_epochs} epochs, the schedule ending inside it")
+        plan_epochs = min(epochs * max(fill_limit, 1), max(fitting, epochs_done + 1))
+        if plan_epochs < epochs:
+            reason = (f"{epochs} epochs of {steps_per_epoch} steps do not fit the {budget_seconds / 60:g} min budget "
+                      f"at {step_seconds:.2f} s per step: {plan_epochs} epochs, the schedule ending inside it")
+        elif plan_epochs > epochs:
+            reason = (f"the {budget_seconds / 60:g} min budget holds more than the configured {epochs} epochs of "
+                      f"{steps_per_epoch} steps at {step_seconds:.2f} s per step: {plan_epochs} epochs fill it"
+                      + (f" (at most {fill_limit}x the configured epochs)" if plan_epochs == epochs * fill_limit
+                         else ""))
+        elif fitting > epochs:  # room left, but no more than the fill limit allows
+            reason = (f"the configured schedule fits the budget with room for {fitting} epochs (at most "
+                      f"{fill_limit}x the configured epochs)")
+        else:
+            reason = "the configured schedule fills the budget"
     else:
         plan_epochs = epochs
         training = (epochs - epochs_done) * epoch_seconds

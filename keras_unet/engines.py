@@ -5,7 +5,7 @@ overlap-tile geometry, test-time augmentation, instances) stays in :mod:`keras_u
 
 ONNX Runtime ran the paper network 1.25-1.30x faster than TensorFlow on a 2-vCPU AMD EPYC (Zen 3)
 and is what Fiji, ilastik and most deployments of other frameworks' models already use. The
-conversion is this project's own ONNX export (:mod:`keras_unet.export.onnx`, tf2onnx in a
+conversion is this project's own ONNX conversion (:mod:`keras_unet.onnx_conversion`, tf2onnx in a
 subprocess) of the bare network, cached under a key of its architecture and weights, written
 atomically, so a stale or half-written file is never used.
 
@@ -71,7 +71,7 @@ def network_key(network) -> str:
 def onnx_file(network, key: str | None = None) -> Path:
     """The network converted to ONNX (tiles of valid sizes in, probabilities out), converted on
     first use and cached under :func:`network_key` (``key`` if computed already)."""
-    from keras_unet.export.onnx import convert_signature
+    from keras_unet.onnx_conversion import convert_signature
 
     path = cache_root() / "onnx" / f"{key or network_key(network)}.onnx"
     if not path.is_file():

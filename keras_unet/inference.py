@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_unet import data, metrics, tiling, weights
+from keras_unet import data, metrics, runs, tiling, weights
 from keras_unet.errors import ModelFileError
 from keras_unet.model import network_of, unet_config
 from keras_unet.precision import with_policy
@@ -16,13 +16,11 @@ from keras_unet.precision import with_policy
 def resolve_model_path(path) -> Path:
     """A ``.keras`` file, a run folder's ``model.keras`` (else its ``last.keras``), or the name of
     a model shipped with the package (``nuclei``; :func:`keras_unet.runs.shipped_models`)."""
-    from keras_unet import runs
-
     path = runs.locate(path)
     if path.is_dir():
-        for name in ("model.keras", "last.keras"):
-            if (path / name).is_file():
-                return path / name
+        for name in (runs.MODEL, runs.LAST):
+            if runs.run_file(path, name).is_file():
+                return runs.run_file(path, name)
         raise ModelFileError(f"{path}: run folder has no model.keras or last.keras (no epoch finished yet?)")
     if not path.is_file():
         shipped = ", ".join(runs.shipped_models()) or "none installed"
@@ -58,7 +56,6 @@ def load_model(path):
 def _recorded_settings(model, path: Path) -> None:
     """The settings the run recorded become the model's ``unet_config`` (stored, not read back
     from layers), where they describe this model (its classes); else it is read as before."""
-    from keras_unet import runs
     from keras_unet.model import remember_config
 
     recorded = runs.architecture(path)
@@ -69,10 +66,9 @@ def _recorded_settings(model, path: Path) -> None:
 def with_run_normalization(model, path: Path):
     """A run's ``last.keras`` is the bare network (it trained on normalised images): put its run's
     percentile normalisation in front, as ``model.keras`` has it. Other models are returned as they are."""
-    from keras_unet import runs
     from keras_unet.model import inference_model, percentiles_of
 
-    if path.name != "last.keras" or percentiles_of(model) is not None:
+    if path.name != runs.LAST or percentiles_of(model) is not None:
         return model
     saved = runs.record(path).get("config", {})
     if saved.get("normalization", "range") != "percentile":
@@ -146,8 +142,6 @@ def segment(model_path, image: np.ndarray, threshold: float | None = None, min_s
     the objects' typical diameter in ``image`` (px), to resize it to what the model learned.
     ``engine``, ``precision``: what runs the network (``auto`` for each: the fastest here,
     :func:`keras_unet.engines.resolve`; bfloat16 only on a CPU that has it natively)."""
-    from keras_unet import runs
-
     chosen = runs.postprocessing_with(model_path, threshold=threshold, min_size=min_size, split=split,
                                       diameter=diameter)
     job = PredictionJob(load_model_cached(model_path), "image", tile=tile, tta=tta, engine=engine, pages=[image],
@@ -379,9 +373,8 @@ def calibrate(pages, typical_min_size: int = 0, split: str = "none") -> dict:
     from keras_unet import postprocess
 
     pages = list(pages)
-    splits = ("boundary", "none") if split == "boundary" else postprocess.SPLITS
     return postprocess.choose([p.probabilities for p in pages], [p.true_instances for p in pages],
-                              typical_min_size=typical_min_size, splits=splits)
+                              typical_min_size=typical_min_size, splits=postprocess.searched_splits(split))
 
 
 def evaluate_page(page: PredictedPage, threshold: float | None = None, sweep: bool = False, warn=None,

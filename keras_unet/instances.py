@@ -16,7 +16,9 @@ from keras_unet.errors import DataError, SettingsError
 from keras_unet.weights import instances_from_binary
 
 MAX_LABEL = np.iinfo(np.uint16).max  # label images are written as uint16 TIFF
-SPLITS = (None, "none", "watershed", "boundary")
+# How touching objects are split: the one place the names are defined (the CLI, the widget, the
+# search and the block-by-block path take them from here)
+SPLITS = ("none", "watershed", "boundary")
 
 
 def foreground(probabilities: np.ndarray, object_class: int = 1, threshold: float | None = None) -> np.ndarray:
@@ -180,8 +182,8 @@ def instances_from_probabilities(probabilities: np.ndarray, object_class: int = 
     ``split="boundary"`` is for a three-class model (background, interior, boundary): the
     interiors are the objects, each grown over the non-background pixels within ``gap`` px.
     """
-    if split not in SPLITS:
-        raise SettingsError(f"split must be one of {', '.join(s for s in SPLITS if s)}, got {split!r}")
+    if split not in (None, *SPLITS):
+        raise SettingsError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     if split == "boundary" and np.shape(probabilities)[-1] != 3:
         raise SettingsError(f"split 'boundary' is for a three-class model (background, interior, boundary); this "
                             f"one has {np.shape(probabilities)[-1]} classes: use none or watershed")

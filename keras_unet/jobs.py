@@ -142,8 +142,8 @@ def predict_big(model_path, source: Source, out_path, kind: str, settings: BigSe
     if channels != config["in_channels"] and not (channels == 1 and config["in_channels"] == 3):
         raise DataError(f"{source.path}: image has {channels} channel(s) but the model takes {config['in_channels']}; "
                          "choose one with --channel or convert it")
-    if kind == "instances" and settings.split not in ("none", "boundary"):
-        raise SettingsError(f"--split {settings.split} is not offered for images predicted block by block; use none")
+    if kind == "instances":
+        blocks.check_split(settings.split)
     settings = with_backend(worker_model(model_path), settings, channels, len(grid.cores()))
     started = time.perf_counter()
     normalization = percentile_values(image.data, config["percentiles"]) if config["percentiles"] else None
@@ -223,6 +223,35 @@ class FileSettings:
     threshold: float | None = None
     min_size: int = 0
     split: str = "none"
+
+
+@dataclass(frozen=True)
+class Request:
+    """What ``keras-unet predict`` was asked for a collection, as one value: the settings of its
+    big images (:class:`BigSettings`), of its whole files (:class:`FileSettings`) and the planes
+    taken from OME-Zarr and TIFF inputs (:class:`Source`)."""
+
+    out_dir: str
+    files: FileSettings
+    block: int | None = None
+    channel: int | None = None
+    z: int | None = None
+    t: int | None = None
+    ngff: str = "0.5"
+    skip_done: bool = False
+
+    @property
+    def kind(self) -> str:
+        return self.files.kind
+
+    def big_settings(self) -> BigSettings:
+        f = self.files
+        return BigSettings(block=self.block or DEFAULT_BLOCK, tile=f.tile, batch_size=f.batch_size, engine=f.engine,
+                           precision=f.precision, threshold=f.threshold, min_size=f.min_size, split=f.split,
+                           ngff=self.ngff)
+
+    def source(self, path) -> Source:
+        return Source(str(path), channel=self.channel, z=self.z, t=self.t)
 
 
 def predict_file(model_path: str, path: str, out_dir: str, settings: FileSettings) -> str:

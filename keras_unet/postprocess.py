@@ -14,10 +14,11 @@ from __future__ import annotations
 import numpy as np
 
 from keras_unet import metrics
+from keras_unet.instances import SPLITS as ALL_SPLITS
 from keras_unet.instances import instances_from_probabilities
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-SPLITS = ("none", "watershed")
+SPLITS = ALL_SPLITS[:2]  # what the search tries for a two-class model: none, watershed
 SCORE = "dsb_score"
 
 
@@ -25,6 +26,12 @@ def default_settings(min_size: int = 0, split: str = "none") -> dict:
     """What predict did before anything was chosen: argmax, ``min_size``, no splitting (a
     three-class model: its boundary, ``split="boundary"``)."""
     return {"threshold": None, "min_size": int(min_size), "split": split}
+
+
+def searched_splits(split: str) -> tuple:
+    """The splits the search tries for a run whose own is ``split``: a three-class model's boundary
+    against none, else :data:`SPLITS`."""
+    return ("boundary", "none") if split == "boundary" else SPLITS
 
 
 def min_size_candidates(typical: int) -> list[int]:

@@ -13,22 +13,31 @@ from pathlib import Path
 from keras_unet.files import atomic_path
 from keras_unet.errors import SettingsError
 
+# The run folder's files. Their names become paths here only (run_file, Run), so a rename is one line.
 CONFIG, STATE = "config.json", "state.json"
+MODEL, LAST = "model.keras", "last.keras"  # the best inference model; the latest network with optimizer state
+LOG, CURVES, SAMPLES, TENSORBOARD = "log.csv", "curves.png", "samples.png", "tensorboard"
+SHOWN = (MODEL, LAST, CONFIG, LOG, CURVES, SAMPLES)  # what fit lists for the user at its end
 # The models shipped with the package: each a run folder (model.keras, config.json) plus card.json.
 SHIPPED = Path(__file__).resolve().parent / "models"
 CARD = "card.json"
 
 
+def run_file(run_dir, name: str) -> Path:
+    """``run_dir/name`` for one of the run folder's files (:data:`MODEL`, :data:`LAST`, :data:`LOG`, ...)."""
+    return Path(run_dir) / name
+
+
 def shipped_models() -> list[str]:
     """Names of the models shipped with the package (``keras-unet models``)."""
-    return sorted(p.name for p in SHIPPED.iterdir() if (p / "model.keras").is_file()) if SHIPPED.is_dir() else []
+    return sorted(p.name for p in SHIPPED.iterdir() if (p / MODEL).is_file()) if SHIPPED.is_dir() else []
 
 
 def locate(path) -> Path:
     """``path`` as given where it exists, else the folder of the shipped model of that name
     (``nuclei``), else ``path`` unchanged (the caller's error names it)."""
     path = Path(path)
-    if not path.exists() and len(path.parts) == 1 and (SHIPPED / path.name / "model.keras").is_file():
+    if not path.exists() and len(path.parts) == 1 and (SHIPPED / path.name / MODEL).is_file():
         return SHIPPED / path.name
     return path
 
@@ -172,4 +181,4 @@ class Run:
 
     def model_file(self) -> Path | None:
         """``model.keras`` (the best), else ``last.keras``, else None."""
-        return next((self.folder / n for n in ("model.keras", "last.keras") if (self.folder / n).is_file()), None)
+        return next((self.folder / n for n in (MODEL, LAST) if (self.folder / n).is_file()), None)

@@ -319,8 +319,8 @@ class RunCheckpoint(keras.callbacks.Callback):
             # float32 whatever the run trained in: predict and the exporters choose their own precision
             with precision.global_policy("float32"):
                 network = precision.with_policy(self.model, "float32")
-                save_model_atomic(inference_model(network, self.percentiles), self.run_dir / "model.keras")
-        save_model_atomic(self.model, self.run_dir / "last.keras")
+                save_model_atomic(inference_model(network, self.percentiles), runs.run_file(self.run_dir, runs.MODEL))
+        save_model_atomic(self.model, runs.run_file(self.run_dir, runs.LAST))
         runs.Run(self.run_dir).write_state(self.state)
 
 
@@ -383,6 +383,20 @@ class TimeLimit(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if time.monotonic() > self.deadline:
             self.model.stop_training = self.stopped = True
+
+
+def fit_epochs(config: TrainConfig, state: dict) -> int:
+    """The epochs Keras' ``fit`` is given: the plan's where there is one, the configured ones for a
+    fixed schedule, else room to fill a budget (:data:`keras_unet.budget.FILL_LIMIT` times the
+    configured epochs); :class:`BudgetPlanner` stops training after the planned last epoch."""
+    from keras_unet.budget import FILL_LIMIT
+
+    planned = state.get("plan", {}).get("epochs")
+    if planned:
+        return max(int(planned), config.epochs if config.fixed_schedule else 0)
+    if config.max_minutes and not config.fixed_schedule:
+        return config.epochs * FILL_LIMIT
+    return config.epochs
 
 
 def _gpu() -> bool:
@@ -503,7 +517,7 @@ def resume(run_dir, epochs: int | None = None, verbose: int = 1, datasets=None, 
         config = config.updated(epochs=epochs).validated()
         if is_chief():  # the run's record follows: a later --resume continues to the new total
             run.update(config=asdict(config))
-    has_checkpoint = (run_dir / "last.keras").is_file()
+    has_checkpoint = runs.run_file(run_dir, runs.LAST).is_file()
     state = {"epoch": 0, "best": float("inf")}
     if has_checkpoint and run.state():
         state = run.state()
@@ -549,8 +563,8 @@ def _train(config: TrainConfig, run_dir: Path, state: dict, resume: bool, verbos
                                        prepared.percentiles, global_batch, resume, verbose, started)
     callbacks += extra
     history = {}
-    if state["epoch"] < config.epochs:
-        history = model.fit(train_ds, epochs=config.epochs, initial_epoch=state["epoch"],
+    if state["epoch"] < fit_epochs(config, state):
+        history = model.fit(train_ds, epochs=fit_epochs(config, state), initial_epoch=state["epoch"],
                             steps_per_epoch=config.steps_per_epoch, callbacks=callbacks,
                             verbose=verbose if verbose == 1 else 0, shuffle=False).history
     time_limited = any(isinstance(c, TimeLimit) and c.stopped for c in callbacks)
@@ -630,7 +644,7 @@ def _model(config: TrainConfig, run_dir: Path, resume: bool, strategy, channels:
     ``source``, :func:`starting_point` of ``init_from``)."""
     with strategy.scope():
         if resume:
-            model = keras.models.load_model(run_dir / "last.keras")
+            model = keras.models.load_model(runs.run_file(run_dir, runs.LAST))
         else:
             model = build_model(config, channels, input_range)
             if source is not None:
@@ -676,14 +690,14 @@ def _callbacks(config: TrainConfig, run_dir: Path, state: dict, chief: bool, val
     if verbose == 2:
         callbacks.append(EpochLine(planner))
     if chief:  # only the chief writes files; the other workers train in lockstep
-        callbacks.append(keras.callbacks.CSVLogger(str(run_dir / "log.csv"), append=resume))
+        callbacks.append(keras.callbacks.CSVLogger(str(runs.run_file(run_dir, runs.LOG)), append=resume))
     if config.early_stopping:
         callbacks.append(keras.callbacks.EarlyStopping(patience=config.early_stopping,
                                                        monitor="val_loss" if validation else "loss"))
     if config.max_minutes:  # the plan fits the budget; this stops a schedule that cannot
         callbacks.append(TimeLimit(config.max_minutes, started))
     if config.tensorboard and chief:
-        callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard")))
+        callbacks.append(keras.callbacks.TensorBoard(str(runs.run_file(run_dir, runs.TENSORBOARD))))
     return callbacks, validation
 
 
@@ -694,8 +708,8 @@ def choose_postprocessing(run_dir: Path, validation: Validation, min_object_size
 
     model = inference.load_model(run_dir)
     probabilities = [tiling.predict_tiled(model, image, tile=validation.tile) for image in validation.images]
-    splits = ("boundary", "none") if validation.split == "boundary" else postprocess.SPLITS
-    chosen = postprocess.choose(probabilities, validation.truths, typical_min_size=min_object_size, splits=splits)
+    chosen = postprocess.choose(probabilities, validation.truths, typical_min_size=min_object_size,
+                                splits=postprocess.searched_splits(validation.split))
     runs.update_record(run_dir, postprocessing=chosen)
     if verbose:
         threshold = "argmax" if chosen["threshold"] is None else f"p >= {chosen['threshold']:g}"
@@ -707,8 +721,9 @@ def choose_postprocessing(run_dir: Path, validation: Validation, min_object_size
 
 def write_report(run_dir: Path, dataset: data.Dataset, n_samples: int = 2) -> None:
     """``curves.png`` from the log and ``samples.png`` from the best model on ``dataset``."""
-    if (run_dir / "log.csv").is_file() and (run_dir / "log.csv").stat().st_size:
-        plots.training_curves(run_dir / "log.csv", run_dir / "curves.png")
+    log = runs.run_file(run_dir, runs.LOG)
+    if log.is_file() and log.stat().st_size:
+        plots.training_curves(log, runs.run_file(run_dir, runs.CURVES))
     try:
         model = inference.load_model(run_dir)  # model.keras, else last.keras
     except ModelFileError:
@@ -716,4 +731,4 @@ def write_report(run_dir: Path, dataset: data.Dataset, n_samples: int = 2) -> No
     picks = list(range(min(n_samples, len(dataset))))
     probabilities = [tiling.predict_tiled(model, dataset.images[i]) for i in picks]
     plots.sample_predictions([dataset.images[i] for i in picks], [dataset.targets[i] for i in picks],
-                             probabilities, run_dir / "samples.png", titles=[Path(dataset.sources[i]).name for i in picks])
+                             probabilities, runs.run_file(run_dir, runs.SAMPLES), titles=[Path(dataset.sources[i]).name for i in picks])

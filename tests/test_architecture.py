@@ -1,9 +1,14 @@
-"""The module graph stays a hierarchy: no import cycle, lazy imports inside functions included."""
+"""The module graph stays a hierarchy, and the house rules that keep one owner per mechanism hold:
+no import cycle (imports inside functions and a package's ``__init__`` included), the engines reach
+nothing of the exporters, split names are defined once, no CLI helper takes more than 8 parameters,
+and run-folder file names are joined to paths only in ``runs.py``."""
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = {"keras_unet": ROOT / "keras_unet", "keras_unet.cli": ROOT / "cli", "keras_unet.export": ROOT / "export"}
+PACKAGES = {"keras_unet": ROOT / "keras_unet", "keras_unet.cli": ROOT / "cli", "keras_unet.export": ROOT / "export",
+            "keras_unet.napari_plugin": ROOT / "keras_unet" / "napari_plugin"}
 
 
 def modules() -> dict:
@@ -16,6 +21,7 @@ def modules() -> dict:
 
 
 def imports(path: Path, known) -> set:
+    """Every keras_unet module ``path`` imports, at its top or inside a function (ast.walk sees both)."""
     out = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("keras_unet"):
@@ -27,23 +33,96 @@ def imports(path: Path, known) -> set:
     return {m for m in out if m in known}
 
 
-def test_no_import_cycles():
+def graph() -> dict:
+    """module -> the modules it reaches directly. Importing ``keras_unet.export.onnx`` runs
+    ``keras_unet/export/__init__.py`` first: a module of a sub-package depends on that package's
+    ``__init__`` too. (The root package's ``__init__`` imports only inside ``pretrained``, which no
+    import of a submodule runs, so the root is left out.)"""
     known = modules()
-    graph = {name: imports(path, known) - {name} for name, path in known.items()}
-    # A package's __init__ importing only the version string is not a dependency on the package.
-    graph = {name: {m for m in deps if m != "keras_unet"} for name, deps in graph.items()}
-    state, cycles = {}, []
+    edges = {name: imports(path, known) - {name} for name, path in known.items()}
+    for name, deps in edges.items():
+        extra = set()
+        for module in deps:
+            parent = module.rsplit(".", 1)[0]
+            while parent != "keras_unet":
+                extra.add(parent)
+                parent = parent.rsplit(".", 1)[0]
+        deps |= extra
+    return {name: {m for m in deps if m != "keras_unet" and m != name} for name, deps in edges.items()}
+
+
+def reachable(edges: dict, start: str) -> set:
+    seen, todo = set(), [start]
+    while todo:
+        for nxt in edges[todo.pop()]:
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+def cycles(edges: dict) -> list:
+    state, found = {}, []
 
     def visit(node, stack):
         state[node] = "open"
-        for nxt in sorted(graph[node]):
+        for nxt in sorted(edges[node]):
             if state.get(nxt) == "open":
-                cycles.append(stack[stack.index(nxt):] + [nxt])
+                found.append(stack[stack.index(nxt):] + [nxt])
             elif nxt not in state:
                 visit(nxt, stack + [nxt])
         state[node] = "done"
 
-    for name in sorted(graph):
+    for name in sorted(edges):
         if name not in state:
             visit(name, [name])
-    assert not cycles, cycles
+    return found
+
+
+def test_no_import_cycles():
+    assert not cycles(graph()), cycles(graph())
+
+
+def test_the_package_edge_catches_a_loop_through_an_init():
+    # the loop of before: engines imported keras_unet.export.onnx, whose package __init__ imports
+    # inference, which imports tiling, which imports engines
+    edges = {"keras_unet.engines": {"keras_unet.export.onnx"}, "keras_unet.export.onnx": set(),
+             "keras_unet.export": {"keras_unet.inference"}, "keras_unet.inference": {"keras_unet.tiling"},
+             "keras_unet.tiling": {"keras_unet.engines"}}
+    assert not cycles(edges)  # without the package edge the loop is invisible
+    edges["keras_unet.engines"].add("keras_unet.export")  # what graph() adds for a sub-package's module
+    assert cycles(edges)
+
+
+def test_the_engines_reach_nothing_of_the_exporters():
+    edges = graph()
+    for start in ("keras_unet.engines", "keras_unet.tiling", "keras_unet.inference"):
+        reached = {m for m in reachable(edges, start) if m.startswith(("keras_unet.export", "keras_unet.cli"))}
+        assert not reached, (start, reached)
+
+
+def test_split_names_are_defined_once():
+    pattern = re.compile(r"""["']watershed["']\s*,\s*["']boundary["']|["']none["']\s*,\s*["']watershed["']""")
+    places = [f"{path.relative_to(ROOT)}:{number}" for path in modules().values()
+              for number, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
+    assert places == ["keras_unet/instances.py:" + places[0].split(":")[1]], places
+
+
+def test_no_cli_helper_takes_more_than_8_parameters():
+    tree = ast.parse((ROOT / "cli" / "main.py").read_text())
+    commands = {node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)
+                and any("command" in ast.unparse(d) for d in node.decorator_list)}
+    helpers = {node.name: len(node.args.args) + len(node.args.kwonlyargs) for node in ast.walk(tree)
+               if isinstance(node, ast.FunctionDef) and node.name not in commands}
+    assert helpers and max(helpers.values()) <= 8, {k: v for k, v in helpers.items() if v > 8}
+
+
+RUN_FILES = ("model.keras", "last.keras", "config.json", "state.json", "log.csv", "curves.png", "samples.png")
+
+
+def test_run_folder_names_are_joined_to_paths_only_in_runs():
+    joined = re.compile(r"""/\s*["'](""" + "|".join(re.escape(name) for name in RUN_FILES) + r""")["']""")
+    files = list(modules().values()) + sorted((ROOT / "benchmarks").glob("*.py"))
+    places = [f"{path.relative_to(ROOT)}:{number}" for path in files if path.name != "runs.py"
+              for number, line in enumerate(path.read_text().splitlines(), 1) if joined.search(line)]
+    assert not places, places

@@ -24,9 +24,18 @@ def test_a_schedule_that_fits_is_kept_and_validation_keeps_its_share():
     plan = budget.plan_schedule(epochs=30, steps_per_epoch=20, step_seconds=0.1, validation_seconds=3.0,
                                 budget_seconds=0, elapsed_seconds=5, epochs_done=1, validated=(1,))
     assert plan.epochs == 30 and plan.validate_at == (1, 30) and plan.fits
+    # the same schedule with a 150 s budget is filled (issue: a budget is a budget): 0.1 * 150 / 3 = 5
+    # validations, 4 more; 150 - 5 - 4 * 3 = 133 s of 2 s epochs -> 66 more -> 67 in all
     with_budget = budget.plan_schedule(epochs=30, steps_per_epoch=20, step_seconds=0.1, validation_seconds=3.0,
                                        budget_seconds=150, elapsed_seconds=5, epochs_done=1, validated=(1,))
-    assert with_budget.epochs == 30 and with_budget.reason == "the configured schedule fits the budget"
+    assert with_budget.epochs == 67 and with_budget.fits and with_budget.seconds <= 150
+    assert "the 2.5 min budget holds more than the configured 30 epochs" in with_budget.reason
+    capped = budget.plan_schedule(epochs=30, steps_per_epoch=20, step_seconds=0.1, validation_seconds=3.0,
+                                  budget_seconds=150, elapsed_seconds=5, epochs_done=1, validated=(1,), fill_limit=2)
+    assert capped.epochs == 60 and "at most 2x" in capped.reason
+    exact = budget.plan_schedule(epochs=67, steps_per_epoch=20, step_seconds=0.1, validation_seconds=3.0,
+                                 budget_seconds=150, elapsed_seconds=5, epochs_done=1, validated=(1,))
+    assert exact.epochs == 67 and exact.reason == "the configured schedule fills the budget"
 
 
 def test_an_explicit_schedule_is_kept_with_a_warning_when_it_cannot_fit():

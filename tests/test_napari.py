@@ -23,7 +23,8 @@ napari = pytest.importorskip("napari", reason="the [napari] extra (in the test e
 
 from click.testing import CliRunner  # noqa: E402
 
-from keras_unet import data  # noqa: E402
+from keras_unet import data, inference, runs, tiling  # noqa: E402
+from keras_unet.instances import instances_from_probabilities  # noqa: E402
 from keras_unet.cli.main import main  # noqa: E402
 from keras_unet.napari_plugin import layers, plugin  # noqa: E402
 from keras_unet.napari_plugin.widget import OTHER, SegmentWidget  # noqa: E402
@@ -77,7 +78,9 @@ def _cli(*args):
 
 def test_the_widget_gives_the_objects_of_predict_on_the_sample(viewer, widget, qtbot, errors, tmp_path):
     image = _sample(viewer)
-    assert widget.model.value == "nuclei" and widget.threshold.value == 0.7 and widget.min_size.value == 36
+    own = runs.postprocessing("nuclei")  # the model's record, as the widget should show it
+    assert widget.model.value == "nuclei" and widget.threshold.value == own["threshold"]
+    assert widget.min_size.value == own["min_size"] and widget.split.value == own["split"]
     widget.probabilities.value = True
     _segment(widget, qtbot, image)
     assert errors == [] and widget.status.value.startswith("done"), widget.status.value
@@ -89,6 +92,12 @@ def test_the_widget_gives_the_objects_of_predict_on_the_sample(viewer, widget, q
     expected = data.read_image(tmp_path / "out" / "cells_instances.tif")
     assert objects.data.shape == image.data.shape and expected.max() > 10
     np.testing.assert_array_equal(objects.data, expected)
+    # and against an independent computation: one whole-image pass (no tiles, no PredictionJob)
+    # through the post-processing the model recorded
+    whole = tiling.predict_whole(inference.load_model("nuclei"), image.data)
+    independent = instances_from_probabilities(whole, threshold=own["threshold"], min_size=own["min_size"],
+                                               split=own["split"])
+    assert independent.max() > 10 and np.mean(objects.data == independent) > 0.999
     result = _cli("predict", "nuclei", tmp_path / "cells.tif", "--format", "probabilities", "--out", tmp_path / "out")
     assert result.exit_code == 0, result.output
     np.testing.assert_allclose(probabilities.data, data.read_image(tmp_path / "out" / "cells_probabilities.tif")[..., 1],

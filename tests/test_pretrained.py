@@ -254,8 +254,14 @@ def test_fit_three_class_records_the_boundary_post_processing(tmp_path):
                  "--steps", 2, "--out", out)
     assert result.exit_code == 0, result.output
     record = runs.record(out)
-    assert record["config"]["n_classes"] == 3 and runs.postprocessing(out)["split"] in ("boundary", "none")
-    assert "split boundary" in result.output or "split none" in result.output
+    chosen = runs.postprocessing(out)
+    assert record["config"]["n_classes"] == 3 and chosen["chosen"]
+    assert chosen["split"] == record["postprocessing"]["split"]  # what the search chose, read back as recorded
+    # the search tried the boundary split against none, and said what it chose
+    assert f"split {chosen['split']} (DSB score" in result.output and "with argmax, split boundary)" in result.output
+    # a three-class run's default, where nothing was chosen, is its boundary class (two-class: none)
+    runs.update_record(out, postprocessing={})
+    assert runs.postprocessing(out)["split"] == "boundary" and not runs.postprocessing(out)["chosen"]
     bad = run("fit", "--target", "three_class", "--classes", 2, "--out", tmp_path / "bad")
     assert bad.exit_code == 2 and "--classes must be 3 for --target three_class" in bad.output
     json.dumps(record)

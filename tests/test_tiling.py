@@ -60,6 +60,17 @@ def test_tta_averages_dihedral_views(tiny_model, rng):
     full = tiling.predict_tta(tiny_model, image, n_transforms=8, tile=204)
     np.testing.assert_allclose(full.sum(-1), 1.0, atol=1e-5)
     assert not np.allclose(full, single)
+    # against an independent average: each of the 8 views (4 rotations, then the same of the
+    # mirrored image) predicted in one whole-image pass, turned back and averaged
+    views = [(k, mirrored) for mirrored in (False, True) for k in range(4)]
+    for n in (2, 5, 8):
+        total = np.zeros(image.shape + (2,), np.float32)
+        for k, mirrored in views[:n]:
+            view = np.rot90(np.fliplr(image) if mirrored else image, k)
+            back = np.rot90(tiling.predict_whole(tiny_model, np.ascontiguousarray(view)), -k)
+            total += np.fliplr(back) if mirrored else back
+        np.testing.assert_allclose(tiling.predict_tta(tiny_model, image, n_transforms=n, tile=204), total / n,
+                                   atol=1e-5)
 
 
 def test_default_tile_respects_memory_and_image():

@@ -119,6 +119,24 @@ def test_a_budget_plans_the_schedule_to_finish_inside_it(tmp_path):
     assert "postprocessing" in json.loads((tmp_path / "run" / "config.json").read_text())
 
 
+def test_a_budget_on_a_faster_machine_is_filled_with_more_epochs(tmp_path):
+    """A budget is a budget: 2 configured epochs of tiny steps in a 12 s budget are planned up to
+    the fill limit (4x: 8 epochs), trained to the plan's end, and a resume keeps the plan."""
+    from keras_unet.budget import FILL_LIMIT
+
+    config = train.TrainConfig(**{**TINY, "epochs": 2, "max_minutes": 0.2, "lr_schedule": "cosine"})
+    state = train.fit(config, tmp_path / "run", verbose=0)
+    plan = state["plan"]
+    assert plan["epochs"] == 2 * FILL_LIMIT and state["epoch"] == plan["epochs"] and not state["time_limited"]
+    assert f"at most {FILL_LIMIT}x the configured epochs" in plan["reason"]
+    log = np.genfromtxt(tmp_path / "run" / "log.csv", delimiter=",", names=True)
+    assert len(log) == plan["epochs"]
+    resumed = train.resume(tmp_path / "run", verbose=0)
+    assert resumed["epoch"] == plan["epochs"]  # the plan's end reached: nothing more trained
+    fixed = train.fit(config.updated(fixed_schedule=True), tmp_path / "fixed", verbose=0)
+    assert fixed["epoch"] == 2  # an explicit --epochs is kept as given
+
+
 @pytest.mark.slow
 def test_training_learns_the_synthetic_cells(tmp_path):
     config = train.TrainConfig(depth=4, base_filters=8, tile=172, batch_size=4, epochs=8, steps_per_epoch=25,

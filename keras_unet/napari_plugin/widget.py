@@ -12,10 +12,10 @@ from magicgui.widgets import SpinBox
 from qtpy.QtCore import QObject, Signal
 
 from keras_unet.napari_plugin import layers
+from keras_unet.instances import SPLITS
 from keras_unet.precision import PRECISIONS
 
 OTHER = "run folder or model file below"
-SPLITS = ("none", "watershed", "boundary")
 
 
 class _Progress(QObject):
