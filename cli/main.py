@@ -318,12 +318,17 @@ def predict(model_path, inputs, out_dir, tile, batch_size, memory_mb, tta, kind,
     # each file read ahead and written behind in background threads while the network runs on the next
     jobs = inference.prefetched_jobs(model, [f for f in files if f not in done], tile=tile, batch_size=batch_size,
                                      memory_mb=memory_mb, tta=tta, engine=engine, scale=scale, precision=precision)
+    failed = []
     with inference.Finisher() as finisher:
         for number, path in enumerate(files, start=1):
             if path in done:
                 click.echo(f"[{number}/{len(files)}] {path.name}: done before, skipped")
                 continue
-            _, job = next(jobs)
+            _, job, problem = next(jobs)
+            if problem is not None:  # named now and in the summary; the collection goes on
+                click.echo(f"[{number}/{len(files)}] error: {problem}", err=True)
+                failed.append(problem)
+                continue
             for warning in job.warnings:
                 click.echo(f"warning: {warning}", err=True)
             label = (f"[{number}/{len(files)}] {path.name} ({len(job.pages)} page{'s' * (len(job.pages) > 1)}, "
@@ -333,6 +338,24 @@ def predict(model_path, inputs, out_dir, tile, batch_size, memory_mb, tta, kind,
             written = finisher.submit(job, probabilities, Path(out_dir), kind, threshold=threshold, min_size=min_size,
                                       split=split)
             click.echo(f"  -> {written}")
+    _fail_partly(failed, len(files))
+
+
+class PartlyFailed(click.ClickException):
+    """Some inputs of a collection could not be used (each named): exit code 3, apart from a
+    usage error's 2, once every good one is done."""
+
+    exit_code = 3
+
+
+def _fail_partly(failed: list, total: int) -> None:
+    """The summary of a collection's bad inputs, one line each, then exit code 3; nothing without any."""
+    if not failed:
+        return
+    click.echo(f"{len(failed)} of {total} input(s) could not be used:", err=True)
+    for problem in failed:
+        click.echo(f"  {problem}", err=True)
+    raise PartlyFailed(f"{len(failed)} of {total} input(s) failed (listed above); the others are done")
 
 
 def _predict_big_and_distributed(jobs, client, model_path, files, big, request, scheduler) -> list:
@@ -433,9 +456,10 @@ def evaluate(model_path, data_dir, out_dir, tile, batch_size, tta, threshold, sw
     model = inference.load_model(model_path)
     pairs = data.find_pairs(data_dir)
     scale = runs.postprocessing_with(model_path, diameter=diameter)["scale"]  # 1 without --diameter
-    if pairs:  # one engine and precision for the whole evaluation, resolved on its first image
-        engine, precision = inference.job_backend(model, pairs[0][0], len(pairs), tile=tile, batch_size=batch_size,
-                                                  tta=tta, engine=engine, precision=precision, scale=scale)
+    # one engine and precision for the whole evaluation, resolved on its first image
+    engine, precision = inference.job_backend(model, [image for image, _ in pairs], tile=tile, batch_size=batch_size,
+                                              tta=tta, engine=engine, precision=precision, scale=scale)
+    failed = []  # pairs that cannot be used: each named, the rest evaluated
     pages = None  # predicted once for the search and the scores where --calibrate needs both
     if calibrate:
         run = runs.Run.of(model_path)
@@ -448,7 +472,7 @@ def evaluate(model_path, data_dir, out_dir, tile, batch_size, tta, threshold, sw
         with click.progressbar(pairs, label="predicting") as bar:
             pages = [page for pair in bar
                      for page in inference.predicted_pages(model, [pair], tile, batch_size, tta, engine=engine,
-                                                           scale=scale, precision=precision)]
+                                                           scale=scale, precision=precision, problems=failed)]
         chosen = inference.calibrate(pages, typical_min_size=run.min_object_size() or 0,
                                      split=run.postprocessing()["split"])
         run.update(postprocessing={**chosen, "data": str(data_dir)})
@@ -461,10 +485,12 @@ def evaluate(model_path, data_dir, out_dir, tile, batch_size, tta, threshold, sw
         for item in bar:
             for page in ([item] if pages is not None else
                          inference.predicted_pages(model, [item], tile, batch_size, tta, engine=engine, scale=scale,
-                                                   precision=precision)):
+                                                   precision=precision, problems=failed)):
                 rows.append(inference.evaluate_page(page, threshold=threshold, sweep=sweep, min_size=min_size,
                                                     split=split,
                                                     warn=lambda message: click.echo(f"\nwarning: {message}", err=True)))
+    if not rows:
+        _fail_partly(failed, len(pairs))
     rows.append(inference.mean_row(rows))
     keys = [k for k in rows[0] if k != "image"]
     click.echo(f"protocol: {'argmax' if threshold is None else f'object where p >= {threshold:g}'}, {tta} view(s), "
@@ -479,6 +505,7 @@ def evaluate(model_path, data_dir, out_dir, tile, batch_size, tta, threshold, sw
                     "min_size": min_size, "split": split}
         written = inference.write_metrics(Path(out_dir), rows, model=model_path, data=data_dir, settings=settings)
         click.echo("  -> " + ", ".join(str(p) for p in written))
+    _fail_partly(failed, len(pairs))
 
 
 # -- inspect-data ------------------------------------------------------------------------------
@@ -504,7 +531,7 @@ def inspect_data(data_dir, png_path, tile, samples, seed, mask_kind, n_classes):
     ensure_writable_folder(Path(png_path).parent)
     params = data.WeightParams(mask_kind=mask_kind, n_classes=n_classes)
     dataset = data.load_dataset(data_dir, params) if data_dir else synthetic.as_dataset()
-    for line in dataset.summary():
+    for line in dataset.summary() if len(dataset) else []:
         click.echo(line)
     for problem in dataset.problems:
         click.echo(f"problem: {problem}")

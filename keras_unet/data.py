@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_unet import sizes, weights
-from keras_unet.errors import DataError  # noqa: F401  (data.DataError: the name callers know)
+from keras_unet.errors import DataError, user_message  # data.DataError: the name callers know
 from keras_unet.files import atomic_path
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
@@ -354,10 +354,18 @@ def load_pairs(pairs, params: WeightParams = WeightParams(), cache_dir: Path | N
     """Read ``(image, mask)`` file pairs into a :class:`Dataset`, checking every pair."""
     cache = default_cache_dir() if cache_dir == "default" else (Path(cache_dir) if cache_dir else None)
     out = Dataset()
+    read, unreadable = [], []
     for image_path, mask_path in pairs:
-        images = read_pages(image_path)
-        targets, maps, kind = cached_targets(mask_path, params, cache)
-        check_pair(image_path, mask_path, images, targets)
+        # a file that cannot be read is a problem of the dataset, named with the others (fit refuses
+        # with the first and the count, inspect-data lists each), not an error that hides the rest
+        try:
+            images = read_pages(image_path)
+            targets, maps, kind = cached_targets(mask_path, params, cache)
+            check_pair(image_path, mask_path, images, targets)
+        except (DataError, OSError) as err:
+            unreadable.append(user_message(err))
+            continue
+        read.append(mask_path)
         for page, (image, target, w) in enumerate(zip(images, targets, maps)):
             out.images.append(_as_hwc(image))
             out.targets.append(target)
@@ -369,7 +377,7 @@ def load_pairs(pairs, params: WeightParams = WeightParams(), cache_dir: Path | N
         raise DataError(f"images have different channel counts {sorted(channels)}; convert them to one")
     if out.mask_kinds:
         out.notes.append(mask_kinds_note(out.mask_kinds))
-    out.problems += dataset_problems(out, [mask for _, mask in pairs], params)
+    out.problems += unreadable + (dataset_problems(out, read, params) if read else [])
     return out
 
 

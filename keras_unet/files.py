@@ -23,6 +23,14 @@ def temporary_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
 
 
+def _naming(err: OSError, path: Path) -> OSError:
+    """``err`` naming the file being written where it names no file (a full disk's ENOSPC comes
+    from ``write()`` without one, and the temporary's name would mean nothing to the user)."""
+    if err.errno is None or (err.filename and not str(err.filename).startswith(str(temporary_name(path)))):
+        return err
+    return type(err)(err.errno, err.strerror or os.strerror(err.errno), str(path))
+
+
 @contextmanager
 def atomic_path(path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` when the block succeeds.
@@ -39,6 +47,8 @@ def atomic_path(path) -> Iterator[Path]:
         if not tmp.exists():
             raise FileNotFoundError(f"{path}: nothing was written")
         os.replace(tmp, path)
+    except OSError as err:
+        raise _naming(err, path) from err
     finally:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -56,6 +66,8 @@ def atomic_directory(path) -> Iterator[Path]:
     try:
         yield tmp
         tmp.rename(path)
+    except OSError as err:
+        raise _naming(err, path) from err
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -76,10 +76,17 @@ def with_run_normalization(model, path: Path):
     return inference_model(model, tuple(saved["percentiles"]))
 
 
+MIN_SIDE = 8  # px; smaller images hold no object a U-Net of this project could segment
+
+
 def check_image(image: np.ndarray, config: dict, source) -> list[str]:
     """Check an image page against the model it goes to: a :class:`DataError` naming ``source``
-    for a channel count the model does not take or non-finite pixels; warnings (returned) for
-    values beyond the raw range the model was trained on (8-bit model, 16-bit image)."""
+    for a side under :data:`MIN_SIDE`, a channel count the model does not take or non-finite
+    pixels; warnings (returned) for values beyond the raw range the model was trained on (8-bit
+    model, 16-bit image)."""
+    if image.ndim not in (2, 3) or min(image.shape[:2]) < MIN_SIDE:
+        raise data.DataError(f"{source}: image is {'x'.join(map(str, image.shape[:2]))} px, too small to segment "
+                             f"(at least {MIN_SIDE}x{MIN_SIDE})")
     channels = 1 if image.ndim == 2 else image.shape[-1]
     if channels != config["in_channels"] and not tiling.gray_for_rgb(channels, config["in_channels"]):
         raise data.DataError(f"{source}: image has {channels} channel(s) but the model takes {config['in_channels']}; "
@@ -228,37 +235,51 @@ class PredictionJob:
         return write_prediction(output_path(out_dir, self.path, kind), outputs, kind)
 
 
-def job_backend(model, path, files: int, tile=None, batch_size: int = 1, memory_mb: int = 4096, tta: int = 1,
+def job_backend(model, paths: list, tile=None, batch_size: int = 1, memory_mb: int = 4096, tta: int = 1,
                 engine: str = "auto", precision: str = "auto", scale: float = 1.0) -> tuple[str, str]:
-    """``(engine, precision)`` for a job of ``files`` image files like ``path`` (its first),
-    resolved once so every file of the job runs the same (:func:`keras_unet.engines.resolve`)."""
+    """``(engine, precision)`` for a job of the image files ``paths``, resolved once on the first
+    that can be read so every file of the job runs the same (:func:`keras_unet.engines.resolve`);
+    float32 TensorFlow where none can (each file's own error comes when it is predicted)."""
     if "auto" not in (engine, precision):
         return engine, precision
-    job = PredictionJob(model, path, tile=tile, batch_size=batch_size, memory_mb=memory_mb, tta=tta, engine=engine,
-                        scale=scale, precision=precision, job_files=files)
-    return job.engine, job.precision
+    for done, path in enumerate(paths):
+        try:
+            job = PredictionJob(model, path, tile=tile, batch_size=batch_size, memory_mb=memory_mb, tta=tta,
+                                engine=engine, scale=scale, precision=precision, job_files=len(paths) - done)
+        except (data.DataError, OSError):
+            continue
+        return job.engine, job.precision
+    return "tensorflow", "float32"
 
 
 def prefetched_jobs(model, paths, engine: str = "tensorflow", precision: str = "float32", **options):
-    """``(path, PredictionJob)`` of each of ``paths`` in order, the next one made (read, checked,
-    its tiles planned) in a background thread while the caller predicts the current one. The first
-    resolves the engine and precision for the whole job (:func:`job_backend`); the rest use them.
-    A file that cannot be read raises its error when its turn comes. ``options``: the other
+    """``(path, PredictionJob or None, problem or None)`` of each of ``paths`` in order, the next
+    job made (read, checked, its tiles planned) in a background thread while the caller predicts
+    the current one. A file that cannot be used (unreadable, truncated, empty, wrong channels: a
+    :class:`DataError` or OS error) comes with its one-line problem instead of a job, so one bad
+    file does not stop a collection. The first good file resolves the engine and precision for the
+    whole job (:func:`job_backend`); the rest use them. ``options``: the other
     :class:`PredictionJob` keywords."""
     from concurrent.futures import ThreadPoolExecutor
+    from keras_unet.errors import user_message
 
     paths = list(paths)
-    if not paths:
-        return
-    job = PredictionJob(model, paths[0], engine=engine, precision=precision, job_files=len(paths), **options)
-    engine, precision = job.engine, job.precision
+
+    def made(path, files: int = 1):
+        try:
+            return PredictionJob(model, path, engine=engine, precision=precision, job_files=files, **options), None
+        except (data.DataError, OSError) as err:
+            return None, user_message(err)
+
     with ThreadPoolExecutor(1, thread_name_prefix="keras-unet-read") as pool:
+        upcoming = None
         for i, path in enumerate(paths):
-            upcoming = (pool.submit(PredictionJob, model, paths[i + 1], engine=engine, precision=precision, **options)
-                        if i + 1 < len(paths) else None)
-            yield path, job
-            if upcoming is not None:
-                job = upcoming.result()
+            job, problem = upcoming.result() if upcoming is not None else made(path, len(paths) - i)
+            if job is not None and "auto" in (engine, precision):
+                engine, precision = job.engine, job.precision  # resolved once, on the first good file
+            upcoming = pool.submit(made, paths[i + 1]) if i + 1 < len(paths) and "auto" not in (engine, precision) \
+                else None
+            yield path, job, problem
 
 
 class Finisher:
@@ -352,17 +373,27 @@ class PredictedPage:
 
 
 def predicted_pages(model, pairs, tile=None, batch_size: int = 1, tta: int = 1, progress=None,
-                    engine: str = "tensorflow", scale: float = 1.0, precision: str = "float32"):
+                    engine: str = "tensorflow", scale: float = 1.0, precision: str = "float32", problems=None):
     """:class:`PredictedPage` of every page of ``(image, mask)`` file pairs, checked, one at a time,
-    predicted as ``predict`` predicts them (:class:`PredictionJob`; ``scale``: ``--diameter``)."""
+    predicted as ``predict`` predicts them (:class:`PredictionJob`; ``scale``: ``--diameter``).
+    ``problems``: a list that gets the one-line problem of each pair that cannot be used (skipped:
+    one bad pair does not stop an evaluation); without it the first such pair raises."""
+    from keras_unet.errors import user_message
+
     for image_path, mask_path in pairs:
-        images, masks = data.read_pages(image_path), data.read_pages(mask_path)
-        data.check_pair(image_path, mask_path, images, masks)
-        for page, (image, mask) in enumerate(zip(images, masks)):
-            suffix = f"[{page}]" if len(images) > 1 else ""
-            truth, true_instances = true_objects(mask, f"{mask_path}{suffix}")
-            job = PredictionJob(model, image_path, tile=tile, batch_size=batch_size, tta=tta, engine=engine,
-                                pages=[image], scale=scale, precision=precision)
+        try:
+            images, masks = data.read_pages(image_path), data.read_pages(mask_path)
+            data.check_pair(image_path, mask_path, images, masks)
+            suffixes = [f"[{page}]" if len(images) > 1 else "" for page in range(len(images))]
+            truths = [true_objects(mask, f"{mask_path}{suffix}") for mask, suffix in zip(masks, suffixes)]
+            jobs = [PredictionJob(model, image_path, tile=tile, batch_size=batch_size, tta=tta, engine=engine,
+                                  pages=[image], scale=scale, precision=precision) for image in images]
+        except (data.DataError, OSError) as err:
+            if problems is None:
+                raise
+            problems.append(user_message(err))
+            continue
+        for job, suffix, (truth, true_instances) in zip(jobs, suffixes, truths):
             yield PredictedPage(image_path.name + suffix, f"{mask_path}{suffix}", next(job.probabilities(progress)),
                                 truth, true_instances)
 

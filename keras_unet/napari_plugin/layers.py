@@ -51,7 +51,7 @@ class Segmentation:
     precision: str = "float32"
 
 
-MIN_SIDE = 8  # px; smaller pages hold no object a U-Net of this project could segment
+MIN_SIDE = inference.MIN_SIDE
 
 
 def pages_of(layer_data, rgb: bool, name: str) -> tuple[list[np.ndarray], tuple]:
