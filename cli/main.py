@@ -349,12 +349,17 @@ class PartlyFailed(click.ClickException):
 
 
 def _fail_partly(failed: list, total: int) -> None:
-    """The summary of a collection's bad inputs, one line each, then exit code 3; nothing without any."""
+    """The summary of a collection's bad inputs, one line each, then exit code 3; nothing without any.
+    When no input could be used it is a plain input error (exit code 2): the one problem, or the list."""
     if not failed:
         return
+    if len(failed) == total == 1:
+        raise InputError(failed[0])
     click.echo(f"{len(failed)} of {total} input(s) could not be used:", err=True)
     for problem in failed:
         click.echo(f"  {problem}", err=True)
+    if len(failed) == total:
+        raise InputError(f"none of the {total} input(s) could be used (listed above)")
     raise PartlyFailed(f"{len(failed)} of {total} input(s) failed (listed above); the others are done")
 
 

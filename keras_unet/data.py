@@ -372,6 +372,9 @@ def load_pairs(pairs, params: WeightParams = WeightParams(), cache_dir: Path | N
             out.weights.append(w)
             out.sources.append(f"{image_path}" + (f"[{page}]" if len(images) > 1 else ""))
             out.mask_kinds.append(kind)
+    if unreadable and not read:  # nothing usable: an error, not a dataset of problems
+        more = f" (and {len(unreadable) - 1} more unreadable pair(s))" if len(unreadable) > 1 else ""
+        raise DataError(unreadable[0] + more)
     channels = {im.shape[-1] for im in out.images}
     if len(channels) > 1:
         raise DataError(f"images have different channel counts {sorted(channels)}; convert them to one")
