@@ -25,10 +25,13 @@ from _common import write_table
 CHILD = r"""
 import json, sys, time
 from keras_unet import jobs
-settings = jobs.BigSettings(block=int(sys.argv[3]), tile=int(sys.argv[4]), min_size=10)
-start = time.perf_counter()
-jobs.predict_big(sys.argv[1], jobs.Source(sys.argv[2]), sys.argv[5], "instances", settings)
-print(json.dumps({**settings.timings, "total": time.perf_counter() - start}))
+from keras_unet.postprocess import PostProcessing
+from keras_unet.predictor import Options
+request = jobs.Request(out_dir=".", kind="instances", block=int(sys.argv[3]), postprocessing=PostProcessing(min_size=10),
+                       options=Options(tile=int(sys.argv[4]), engine="tensorflow", precision="float32"))
+start, timings = time.perf_counter(), {}
+jobs.predict_big(sys.argv[1], jobs.Source(sys.argv[2]), sys.argv[5], request, timings=timings)
+print(json.dumps({**timings, "total": time.perf_counter() - start}))
 """
 
 
@@ -80,13 +83,17 @@ def per_minute(model: Path, folder: Path, workers: int, out: Path) -> float:
     from distributed import LocalCluster
 
     from keras_unet import jobs
+    from keras_unet.predictor import Options
+
+    def instances(out: Path) -> jobs.Request:
+        return jobs.Request(out_dir=str(out), kind="instances", options=Options(engine="tensorflow", precision="float32"))
 
     files = sorted(folder.glob("*.png"))
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         client = jobs.connect(cluster.scheduler_address)
-        jobs.predict_files(model, files[:workers], out / "warm", jobs.FileSettings(kind="instances"), client=client)
+        jobs.predict_files(model, files[:workers], instances(out / "warm"), client=client)
         start = time.perf_counter()
-        jobs.predict_files(model, files, out / str(workers), jobs.FileSettings(kind="instances"), client=client)
+        jobs.predict_files(model, files, instances(out / str(workers)), client=client)
         seconds = time.perf_counter() - start
         client.close()
     return 60 * len(files) / seconds

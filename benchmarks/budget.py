@@ -21,6 +21,7 @@ from _common import write_table
 from instances import classical  # the baseline, shared with benchmarks/instances.py
 from keras_unet import data, inference, metrics, runs, settings, train, weights
 from keras_unet.instances import instances_from_probabilities
+from keras_unet.postprocess import PostProcessing
 
 DSB = Path(__file__).resolve().parents[2] / "shared" / "data" / "dsb2018-train"
 
@@ -59,7 +60,7 @@ def time_shares(run_dir: Path) -> str:
 def evaluate(name: str, run_dir: Path, tests: list, min_distance: int, rows: list, baseline: bool) -> None:
     model = inference.load_model(run_dir)
     state = runs.read_json(run_dir / runs.STATE)
-    recorded = runs.postprocessing(run_dir)
+    recorded = PostProcessing.of_record(runs.record(run_dir)).as_dict()
     default = {"threshold": None, "min_size": runs.min_object_size(run_dir) or 0, "split": "none"}
     variants = {"argmax, run's min size": default}
     if recorded["chosen"]:

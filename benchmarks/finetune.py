@@ -23,7 +23,9 @@ import numpy as np
 
 from _common import RESULTS, write_table
 from instances import classical  # the baseline, shared with benchmarks/instances.py
+import keras_unet
 from keras_unet import data, inference, metrics, runs, settings, train
+from keras_unet.predictor import Predictor
 
 NUCLEI = Path(__file__).resolve().parents[2] / "shared" / "data" / "coelho2009"
 LINES = {"ic100_": "NIH3T3", "gnf_": "U2OS"}
@@ -42,7 +44,7 @@ def pairs_of(prefix: str) -> tuple[list, list]:
 def score(run_dir, tests: list, diameter=None) -> tuple[float, float]:
     """Mean F1 @ IoU 0.5 and DSB score with the run's (or shipped model's) own post-processing,
     as ``predict --format instances [--diameter]`` makes the objects."""
-    rows = [metrics.evaluate_objects(inference.segment(run_dir, image, diameter=diameter), truth)
+    rows = [metrics.evaluate_objects(keras_unet.segment(run_dir, image, diameter=diameter), truth)
             for image, truth in tests]
     return float(np.mean([r["f1"] for r in rows])), float(np.mean([r["dsb_score"] for r in rows]))
 
@@ -87,14 +89,14 @@ def main():
         line = f"{LINES[prefix]} ({prefix}), {len(tests)} test images"
         f1, dsb = score(source, tests)
         rows.append([line, "-", "shipped nuclei model as it is", f"{f1:.3f}", f"{dsb:.3f}", ""])
-        min_size = runs.postprocessing(source)["min_size"]
+        min_size = Predictor.of(source).postprocessing.min_size
         base = [metrics.evaluate_objects(classical(image, min_size, 6), truth) for image, truth in tests]
         rows.append([line, "-", "Otsu + distance watershed", f"{np.mean([r['f1'] for r in base]):.3f}",
                      f"{np.mean([r['dsb_score'] for r in base]):.3f}", ""])
         diameter = measured_diameter(candidates[:5])
         f1, dsb = score(source, tests, diameter=diameter)
         rows.append([line, "-", f"shipped nuclei model, --diameter {diameter:.0f}", f"{f1:.3f}", f"{dsb:.3f}", ""])
-        sized = runs.postprocessing_with(source, diameter=diameter)["min_size"]
+        sized = Predictor.of(source, diameter=diameter).postprocessing.min_size
         base = [metrics.evaluate_objects(classical(image, sized, max(2, round(diameter / 4))), truth)
                 for image, truth in tests]
         rows.append([line, "-", f"Otsu + distance watershed sized by {diameter:.0f} px",

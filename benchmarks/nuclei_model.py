@@ -28,6 +28,7 @@ from _common import machine
 from budget import kind, split
 from keras_unet import data, inference, metrics, runs, settings, train
 from keras_unet.instances import instances_from_probabilities
+from keras_unet.postprocess import PostProcessing
 
 PACKAGE = Path(__file__).resolve().parents[1] / "keras_unet" / "models" / "nuclei"
 
@@ -35,7 +36,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "keras_unet" / "models" / "nucle
 def held_out_scores(run_dir: Path, tests: list) -> dict:
     """Mean F1 @ IoU 0.5 and DSB score per kind and overall, with the run's own post-processing."""
     model = inference.load_model(run_dir)
-    chosen = runs.postprocessing(run_dir)
+    chosen = PostProcessing.of_record(runs.record(run_dir)).as_dict()
     per_kind = {}
     for image_path, mask_path in tests:
         image, truth = data.read_image(image_path), data.read_image(mask_path).astype(np.int64)

@@ -30,6 +30,7 @@ from budget import time_shares  # validation's share of the wall time, from log.
 from instances import classical  # the baseline, shared with benchmarks/instances.py
 from keras_unet import data, inference, metrics, runs, settings, synthetic, train, weights
 from keras_unet.instances import instances_from_probabilities
+from keras_unet.postprocess import PostProcessing
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 NUCLEI = DATA / "coelho2009"
@@ -126,7 +127,7 @@ def main():
         print(name, trained, file=sys.stderr, flush=True)
         model = inference.load_model(run_dir)
         min_size = runs.min_object_size(run_dir)  # what predict --format instances used before the choice
-        chosen = runs.postprocessing(run_dir)
+        chosen = PostProcessing.of_record(runs.record(run_dir)).as_dict()
         how = "argmax" if chosen["threshold"] is None else f"p >= {chosen['threshold']:g}"
         how = f"{how}, min {chosen['min_size']} px, split {chosen['split']}"
         shares = time_shares(run_dir)

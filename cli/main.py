@@ -219,23 +219,19 @@ def engine_option(fn):
                              "conversion.")(fn)
 
 
-def run_postprocessing(model_path, threshold, min_size, split, announce: bool = True, diameter=None):
-    """``(threshold, min_size, split, scale)``: the options given, the rest from the run's record
-    (:func:`keras_unet.runs.postprocessing_with`), said in one line; ``scale`` (1 without
-    ``diameter``) is what the images are resized by."""
-    from keras_unet import runs
+def predictor_of(model_path, threshold=None, min_size=None, split=None, diameter=None, announce: bool = False):
+    """The model's handle (:class:`keras_unet.predictor.Predictor`) with the post-processing
+    options given, said in one line where ``announce``; and the resize for ``--diameter``."""
+    from keras_unet.predictor import Predictor
 
-    chosen = runs.postprocessing_with(model_path, threshold=threshold, min_size=min_size, split=split,
-                                      diameter=diameter)
-    threshold, min_size, split = chosen["threshold"], chosen["min_size"], chosen["split"]
+    predictor = Predictor.of(model_path, threshold=threshold, min_size=min_size, split=split, diameter=diameter)
+    chosen = predictor.postprocessing
     if announce:
-        origin = "chosen on the run's validation data" if chosen["chosen"] else "defaults"
-        click.echo(f"objects: {'argmax' if threshold is None else f'p >= {threshold:g}'}, under {min_size} px "
-                   f"dropped, split {split} ({origin}; --threshold, --min-size, --split override)")
+        click.echo(f"objects: {chosen.described('; --threshold, --min-size, --split override')}")
     if diameter is not None:
-        click.echo(f"images resized by {chosen['scale']:.3g} for the network: objects of {diameter:g} px to the "
-                   f"{chosen['scale'] * diameter:.3g} px it learned")
-    return threshold, min_size, split, chosen["scale"]
+        click.echo(f"images resized by {chosen.scale:.3g} for the network: objects of {diameter:g} px to the "
+                   f"{chosen.scale * diameter:.3g} px it learned")
+    return predictor
 
 
 @main.command()
@@ -283,48 +279,42 @@ def predict(model_path, inputs, out_dir, tile, batch_size, memory_mb, tta, kind,
             precision, diameter, block, channel, z, t, ngff, scheduler, skip_done):
     """Segment images of any size with overlap-tile prediction (each page of a stack); OME-Zarr and
     big TIFFs block by block, on a Dask cluster with --scheduler."""
-    from keras_unet import data, inference
+    from keras_unet import data, inference, jobs
     from keras_unet.files import ensure_writable_folder, remove_stale_temporaries
-    from keras_unet.ngff import is_zarr
+    from keras_unet.predictor import Options
 
     ensure_writable_folder(out_dir)
     remove_stale_temporaries(out_dir)  # what a stopped job was writing: redone below
-    model = inference.load_model(model_path)
-    threshold, min_size, split, scale = run_postprocessing(model_path, threshold, min_size, split,
-                                                           announce=kind == "instances", diameter=diameter)
+    predictor = predictor_of(model_path, threshold, min_size, split, diameter, announce=kind == "instances")
+    request = jobs.Request(out_dir=out_dir, kind=kind, postprocessing=predictor.postprocessing, block=block,
+                           channel=channel, z=z, t=t, ngff=ngff, skip_done=skip_done,
+                           options=Options(tile=tile, batch_size=batch_size, memory_mb=memory_mb, tta=tta,
+                                           engine=engine, precision=precision))
     files = [f for path in inputs for f in data.find_images(path)]
-    big = [f for f in files if is_zarr(f) or (block and f.suffix.lower() in (".tif", ".tiff"))]
+    big = [f for f in files if jobs.is_big(f, block)]
     if diameter and (big or scheduler):
         from keras_unet.errors import SettingsError
 
         raise SettingsError("--diameter is for images predicted whole; resize big images and cluster jobs first")
     if big or scheduler:
-        from keras_unet import jobs
-
         client = jobs.connect(scheduler)
         try:
-            settings = jobs.FileSettings(kind=kind, tile=tile, batch_size=batch_size, memory_mb=memory_mb, tta=tta,
-                                         engine=engine, precision=precision, threshold=threshold, min_size=min_size,
-                                         split=split)
-            request = jobs.Request(out_dir=out_dir, files=settings, block=block, channel=channel, z=z, t=t, ngff=ngff,
-                                   skip_done=skip_done)
-            files = _predict_big_and_distributed(jobs, client, model_path, files, big, request, scheduler)
+            files = _predict_big_and_distributed(predictor, client, files, big, request)
         finally:
             if client is not None:
                 client.close()
         if not files:
             return
-    done = {f for f in files if skip_done and inference.output_path(Path(out_dir), f, kind).exists()}
+    done = {f for f in files if request.done(f)}
     # each file read ahead and written behind in background threads while the network runs on the next
-    jobs = inference.prefetched_jobs(model, [f for f in files if f not in done], tile=tile, batch_size=batch_size,
-                                     memory_mb=memory_mb, tta=tta, engine=engine, scale=scale, precision=precision)
+    upcoming = predictor.jobs([f for f in files if f not in done], request.options)
     failed = []
     with inference.Finisher() as finisher:
         for number, path in enumerate(files, start=1):
             if path in done:
                 click.echo(f"[{number}/{len(files)}] {path.name}: done before, skipped")
                 continue
-            _, job, problem = next(jobs)
+            _, job, problem = next(upcoming)
             if problem is not None:  # named now and in the summary; the collection goes on
                 click.echo(f"[{number}/{len(files)}] error: {problem}", err=True)
                 failed.append(problem)
@@ -335,8 +325,7 @@ def predict(model_path, inputs, out_dir, tile, batch_size, memory_mb, tta, kind,
                      f"tiles, {job.engine} {job.precision})")
             with click.progressbar(length=job.total_tiles, label=label, show_pos=True) as bar:
                 probabilities = list(job.probabilities(bar.update))
-            written = finisher.submit(job, probabilities, Path(out_dir), kind, threshold=threshold, min_size=min_size,
-                                      split=split)
+            written = finisher.submit(job, probabilities, Path(out_dir), kind, predictor.postprocessing)
             click.echo(f"  -> {written}")
     _fail_partly(failed, len(files))
 
@@ -363,34 +352,34 @@ def _fail_partly(failed: list, total: int) -> None:
     raise PartlyFailed(f"{len(failed)} of {total} input(s) failed (listed above); the others are done")
 
 
-def _predict_big_and_distributed(jobs, client, model_path, files, big, request, scheduler) -> list:
+def _predict_big_and_distributed(predictor, client, files: list, big: list, request) -> list:
     """predict's Dask part (``request``: a :class:`keras_unet.jobs.Request`): big images block by
-    block, and on a cluster the small ones as tasks; returns the files left for the local loop."""
-    from keras_unet import inference
+    block, and on a cluster (``client``) the small ones as tasks; returns the files left for the
+    local loop."""
+    from keras_unet import jobs
+    from keras_unet.files import remove_stale_temporaries
 
-    model_file = inference.resolve_model_path(model_path)
     for number, path in enumerate(big, start=1):
-        out = jobs.result_path(request.out_dir, path)
-        if request.skip_done and out.exists():
+        out = request.output(path)
+        if request.done(path):
             click.echo(f"[{number}/{len(big)}] {path.name}: {out} is complete, skipped")
             continue
-        settings, source = request.big_settings(), request.source(path)
+        source = request.source(path)
         shape = source.open().shape
-        with click.progressbar(length=jobs.block_count(shape, settings.block), show_pos=True,
+        with click.progressbar(length=jobs.block_count(shape, request.block or jobs.DEFAULT_BLOCK), show_pos=True,
                                label=f"[{number}/{len(big)}] {path.name} ({shape[0]}x{shape[1]}, blocks)") as bar:
-            written = jobs.predict_big(model_file, source, out, request.kind, settings, client=client,
-                                       progress=bar.update)
+            written = jobs.predict_big(predictor.path, source, out, request, client=client, progress=bar.update)
         click.echo(f"  -> {written}")
     files = [f for f in files if f not in big]
     if client is not None and files:
-        done = [f for f in files
-                if request.skip_done and inference.output_path(Path(request.out_dir), f, request.kind).exists()]
+        done = [f for f in files if request.done(f)]
         todo = [f for f in files if f not in done]
+        where = getattr(client.scheduler, "address", "the cluster")
         with click.progressbar(length=len(todo), show_pos=True,
-                               label=f"{len(todo)} image(s) on {scheduler} ({len(done)} done before)") as bar:
-            written = jobs.predict_files(model_file, todo, request.out_dir, request.files, client=client,
-                                         progress=bar.update)
+                               label=f"{len(todo)} image(s) on {where} ({len(done)} done before)") as bar:
+            written = jobs.predict_files(predictor.path, todo, request, client=client, progress=bar.update)
         click.echo(f"  -> {len(written)} file(s) in {request.out_dir}")
+        remove_stale_temporaries(request.out_dir)  # what a lost worker was writing (its file was redone)
         return []
     return files
 
@@ -458,41 +447,33 @@ def evaluate(model_path, data_dir, out_dir, tile, batch_size, tta, threshold, sw
                          "on these images with fit --from)")
     if out_dir:
         ensure_writable_folder(out_dir)
-    model = inference.load_model(model_path)
+    predictor = predictor_of(model_path, threshold, min_size, split, diameter)
+    model, scale = predictor.model, predictor.postprocessing.scale
     pairs = data.find_pairs(data_dir)
-    scale = runs.postprocessing_with(model_path, diameter=diameter)["scale"]  # 1 without --diameter
     # one engine and precision for the whole evaluation, resolved on its first image
     engine, precision = inference.job_backend(model, [image for image, _ in pairs], tile=tile, batch_size=batch_size,
                                               tta=tta, engine=engine, precision=precision, scale=scale)
     failed = []  # pairs that cannot be used: each named, the rest evaluated
     pages = None  # predicted once for the search and the scores where --calibrate needs both
     if calibrate:
-        run = runs.Run.of(model_path)
-        if run.shipped:
-            raise InputError(f"{model_path}: a shipped model is not changed; copy its folder ({run.folder}) and "
-                             "calibrate the copy, or fine-tune it with fit --from")
-        if not run.started:
-            raise InputError(f"{model_path}: --calibrate writes its choice into a run folder (with config.json); "
-                             "give a run folder or a model inside one")
+        run = predictor.calibration_run(model_path)  # refused before any work where there is none
         with click.progressbar(pairs, label="predicting") as bar:
             pages = [page for pair in bar
                      for page in inference.predicted_pages(model, [pair], tile, batch_size, tta, engine=engine,
                                                            scale=scale, precision=precision, problems=failed)]
-        chosen = inference.calibrate(pages, typical_min_size=run.min_object_size() or 0,
-                                     split=run.postprocessing()["split"])
-        run.update(postprocessing={**chosen, "data": str(data_dir)})
+        chosen = predictor.calibrate(pages, data_dir)
         click.echo(f"calibrated on {chosen['images']} page(s) of {data_dir}: DSB score {chosen['value']:.4f} "
-                   f"({chosen['default_value']:.4f} with argmax) -> {run.folder / runs.CONFIG}")
-    threshold, min_size, split, _ = run_postprocessing(model_path, threshold, min_size, split, announce=False,
-                                                       diameter=diameter)
+                   f"({chosen['default_value']:.4f} with argmax) -> {runs.run_file(run.folder, runs.CONFIG)}")
+        predictor = predictor_of(model_path, threshold, min_size, split)  # the options given over the new choice
+    chosen = predictor.postprocessing
+    threshold, min_size, split = chosen.threshold, chosen.min_size, chosen.split
     rows = []
     with click.progressbar(pairs if pages is None else pages, label="evaluating") as bar:
         for item in bar:
             for page in ([item] if pages is not None else
                          inference.predicted_pages(model, [item], tile, batch_size, tta, engine=engine, scale=scale,
                                                    precision=precision, problems=failed)):
-                rows.append(inference.evaluate_page(page, threshold=threshold, sweep=sweep, min_size=min_size,
-                                                    split=split,
+                rows.append(inference.evaluate_page(page, chosen, sweep=sweep,
                                                     warn=lambda message: click.echo(f"\nwarning: {message}", err=True)))
     if not rows:
         _fail_partly(failed, len(pairs))
@@ -571,51 +552,32 @@ def inspect_data(data_dir, png_path, tile, samples, seed, mask_kind, n_classes):
 def export(model_path, fmt, out_dir, name, version, quantize, tile, verify, sample, authors, license_id):
     """Export a trained model: TF Serving SavedModel, TFLite file or ONNX files."""
     from keras_unet import export as exporters
-    from keras_unet import inference, sizes
+    from keras_unet import sizes
     from keras_unet.files import ensure_writable_folder, remove_stale_temporaries
     from keras_unet.model import unet_config
 
-    model_file = exporters.resolve_model(model_path)
-    if fmt == "onnx":  # a missing extra is named before any work
-        from keras_unet.onnx_conversion import require_converter
-
-        require_converter()
-    if fmt == "bioimageio":
-        from keras_unet.export.bioimageio import require_spec, test_package
-
-        require_spec()
-    model = inference.load_model(model_file)  # once: the checks, the export and its verification use it
+    model_file = exporters.resolve_model(model_path)  # a missing model is named before anything else
+    form = exporters.FORMATS[fmt]
+    form.require()  # a missing extra is named before any work
+    predictor = predictor_of(model_file)  # once: the checks, the export and its verification use it
+    model, chosen = predictor.model, predictor.postprocessing
     if tile is not None:  # before any folder is made
         config = unet_config(model)
         sizes.check_input_size(tile, config["depth"], config["padding"])
     ensure_writable_folder(out_dir)
     for folder in (Path(out_dir), Path(out_dir) / name):
         remove_stale_temporaries(folder)  # left by an export that was killed
-    if fmt == "bioimageio":
-        from keras_unet import data
-
-        image = data.read_image(sample) if sample else None
-        path = exporters.export_bioimageio(model, out_dir, name=name, tile=tile, sample=image,
-                                           authors=list(authors) or None, license=license_id)
-        click.echo(f"exported -> {path}")
-        if verify:
-            click.echo(f"bioimageio.core test_model in a fresh process: {test_package(path)}")
-        return
-    # the instances signature makes the objects predict makes: the run's threshold and minimum size
-    threshold, min_size, split, _ = run_postprocessing(model_file, None, None, None, announce=False)
-    if fmt == "savedmodel" and split != "none":
-        click.echo(f"warning: the run splits touching objects by {split}, which the instances signature cannot do "
-                   "in TF ops: its objects differ from predict's where objects touch", err=True)
-    if fmt == "savedmodel":
-        path = exporters.export_savedmodel(model, out_dir, name=name, version=version, tile=tile, min_size=min_size,
-                                           threshold=threshold)
-    elif fmt == "onnx":
-        path = exporters.export_onnx(model, out_dir, name=name, tile=tile)
-    else:
-        path = exporters.export_tflite(model, out_dir, name=name, quantize=quantize, tile=tile)
+    if form.objects and chosen.in_tf_ops():  # its objects made in TF ops, as predict's with the run's choice
+        click.echo(f"warning: {chosen.in_tf_ops()}", err=True)
+    settings = exporters.Settings(name=name, version=version, tile=tile, quantize=quantize, postprocessing=chosen,
+                                  sample=_read_sample(sample), authors=list(authors) or None, license=license_id)
+    path = exporters.export(model, fmt, out_dir, settings)
     click.echo(f"exported -> {', '.join(map(str, path)) if isinstance(path, list) else path}")
+    if verify and form.check is not None:
+        click.echo(form.check(path))
+        return
     if verify:
-        report = exporters.verify(model, path, fmt, quantize, tile=tile, min_size=min_size, threshold=threshold)
+        report = exporters.verify(model, path, fmt, quantize, tile=tile, postprocessing=chosen)
         tolerance = report.pop("tolerance")
         for check, (diff, flips) in report.items():
             if check.startswith("instances"):
@@ -624,6 +586,13 @@ def export(model_path, fmt, out_dir, name, version, quantize, tile, verify, samp
                 continue
             click.echo(f"verified in a fresh process: {check}: max |export - keras| = {diff:.2e} "
                        f"(tolerance {tolerance:.0e}), {flips} label(s) differ")
+
+
+def _read_sample(path):
+    """bioimage.io's --sample image, read (None without one)."""
+    from keras_unet import data
+
+    return data.read_image(path) if path else None
 
 
 if __name__ == "__main__":

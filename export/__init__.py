@@ -1,8 +1,9 @@
 """Exporters (installed as ``keras_unet.export``): they only read a trained model.
 
-:func:`export_savedmodel` writes a TF Serving model folder, :func:`export_tflite` a ``.tflite``
-file, and :func:`verify` reloads either in a fresh Python process that never imports keras_unet
-and compares its output with the Keras model's.
+:data:`FORMATS` is the one registry of export formats: each :class:`Format` says how it is
+written (a module of this package), what it needs installed, and what :func:`verify` compares
+in a fresh Python process that never imports keras_unet. A new format is one module plus one
+line there; ``keras-unet export`` only parses and prints.
 """
 from __future__ import annotations
 
@@ -10,15 +11,91 @@ import json
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from keras_unet.errors import DataError, ExportError
 from keras_unet.inference import load_model, resolve_model_path
+from keras_unet.postprocess import PostProcessing
 
-# Largest tolerated max |export - keras| on probabilities, per format.
+# Largest tolerated max |export - keras| on probabilities, per format (TFLite: per quantisation).
 TOLERANCE = {"savedmodel": 1e-5, "onnx": 1e-4, "none": 1e-4, "float16": 1e-2, "dynamic": 0.1}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What an export is asked for: the model's ``name`` (TF Serving folder, file names), the TF
+    Serving ``version`` (None: the next free number), the ``tile`` of fixed-size inputs, TFLite's
+    ``quantize``, the objects' ``postprocessing`` (the SavedModel's ``instances`` signature) and
+    bioimage.io's ``sample`` image, ``authors`` and ``license``."""
+
+    name: str = "unet"
+    version: int | None = None
+    tile: int | None = None
+    quantize: str = "none"
+    postprocessing: PostProcessing = PostProcessing()
+    sample: np.ndarray | None = None
+    authors: list | None = None
+    license: str = "CC-BY-4.0"
+
+
+@dataclass(frozen=True)
+class Format:
+    """One export format: ``write(model, out_dir, settings)`` makes its file(s); ``require()``
+    names a missing extra before any work; ``targets(path)`` gives the ``(check, file,
+    signature)`` that :func:`verify` runs in a fresh process; ``check(path)`` is a format's own
+    verification where it has one (a line of its result); ``objects``: it makes objects in TF ops
+    (what it cannot do of the post-processing is warned about)."""
+
+    write: Callable
+    targets: Callable = field(default=lambda path: [])
+    require: Callable = field(default=lambda: None)
+    check: Callable | None = None
+    objects: bool = False
+
+
+def _require_onnx() -> None:
+    from keras_unet.onnx_conversion import require_converter
+
+    require_converter()
+
+
+def _require_bioimageio() -> None:
+    from keras_unet.export.bioimageio import require_spec
+
+    require_spec()
+
+
+def _test_bioimageio(path) -> str:
+    from keras_unet.export.bioimageio import test_package
+
+    return f"bioimageio.core test_model in a fresh process: {test_package(path)}"
+
+
+FORMATS = {
+    "savedmodel": Format(write=lambda model, out, s: export_savedmodel(model, out, s.name, s.version, s.tile,
+                                                                         postprocessing=s.postprocessing),
+                         targets=lambda path: [("serving_default", path, "serving_default"),
+                                               ("segment", path, "segment"), ("instances", path, "instances")],
+                         objects=True),
+    "tflite": Format(write=lambda model, out, s: export_tflite(model, out, s.name, s.quantize, s.tile),
+                     targets=lambda path: [("tflite", path, "serving_default")]),
+    "onnx": Format(write=lambda model, out, s: export_onnx(model, out, s.name, s.tile), require=_require_onnx,
+                   targets=lambda paths: [("onnx tiles", paths[0], "serving_default"),
+                                          ("onnx segment", paths[1], "segment")]),
+    "bioimageio": Format(write=lambda model, out, s: export_bioimageio(model, out, s.name, s.tile, s.sample,
+                                                                       s.authors, s.license),
+                         require=_require_bioimageio, check=_test_bioimageio),
+}
+
+
+def export(model, fmt: str, out_dir, settings: Settings = Settings()):
+    """Write ``model`` (a loaded model, a path or a shipped name) in the format ``fmt`` of
+    :data:`FORMATS` into ``out_dir``; returns the path(s) written."""
+    return FORMATS[fmt].write(_loaded(model), out_dir, settings)
 
 
 def resolve_model(path) -> Path:
@@ -31,14 +108,14 @@ def _loaded(model):
 
 
 def export_savedmodel(model, out_dir, name: str = "unet", version: int | None = None, tile: int | None = None,
-                      min_size: int = 0, threshold: float | None = None) -> Path:
+                      postprocessing: PostProcessing = PostProcessing()) -> Path:
     """Write ``out_dir/name/version/`` (see :mod:`keras_unet.export.savedmodel`); the ``instances``
-    signature drops objects under ``min_size`` and takes p >= ``threshold`` as the object (argmax
-    without one)."""
+    signature makes objects with ``postprocessing``'s minimum size and threshold (argmax without
+    one); what it cannot do (a split) is :meth:`PostProcessing.in_tf_ops`."""
     from keras_unet.export import savedmodel
 
-    return savedmodel.export_savedmodel(_loaded(model), out_dir, name, version, tile, min_size=min_size,
-                                        threshold=threshold)
+    return savedmodel.export_savedmodel(_loaded(model), out_dir, name, version, tile,
+                                        min_size=postprocessing.min_size, threshold=postprocessing.threshold)
 
 
 def export_onnx(model, out_dir, name: str = "unet", tile: int | None = None) -> list[Path]:
@@ -129,42 +206,38 @@ ODD_SHAPE = (203, 317)
 
 
 def verify(model, export_path, fmt: str, quantize: str = "none", tile: int | None = None,
-           min_size: int = 0, threshold: float | None = None) -> dict:
+           postprocessing: PostProcessing = PostProcessing()) -> dict:
     """Compare an export with the Keras model in a fresh process; raise beyond the tolerance.
 
     Every signature is checked on a real-looking image: ``serving_default`` (and TFLite) on one
     tile of the export's size, ``segment`` on an odd-sized whole image against overlap-tile
-    prediction, ``instances`` on the same image against :func:`keras_unet.inference.instances`
-    with ``min_size`` and ``threshold`` (object labels must be equal pixel for pixel). Returns ``{check: (max |dp|,
+    prediction, ``instances`` on the same image against :meth:`PostProcessing.objects` with
+    ``postprocessing``'s minimum size and threshold, no split (object labels must be equal pixel for pixel). Returns ``{check: (max |dp|,
     label flips)}`` (for ``instances``: pixels whose label differs, twice) and the tolerance under
     ``"tolerance"``.
     """
-    from keras_unet import inference, synthetic, tiling
+    from dataclasses import replace
+
+    from keras_unet import synthetic, tiling
     from keras_unet.graphs import default_export_tile
     from keras_unet.model import unet_config
 
     keras_model = _loaded(model)
     config = unet_config(keras_model)
     size = _input_size(export_path, fmt) or tile or default_export_tile(keras_model)
-    tolerance = TOLERANCE[fmt if fmt in ("savedmodel", "onnx") else quantize]
+    tolerance = TOLERANCE[fmt if fmt in TOLERANCE else quantize]
     tile_image = synthetic.model_image((size, size), config)[None]
     odd = synthetic.model_image(ODD_SHAPE, config, seed=1)
-    # (check name, file, signature, input): what each format's files take
-    if fmt == "savedmodel":
-        targets = [("serving_default", export_path, "serving_default", tile_image),
-                   ("segment", export_path, "segment", odd), ("instances", export_path, "instances", odd)]
-    elif fmt == "onnx":  # export_path: the tile file and the any-size file
-        targets = [("onnx tiles", export_path[0], "serving_default", tile_image),
-                   ("onnx segment", export_path[1], "segment", odd)]
-    else:
-        targets = [("tflite", export_path, "serving_default", tile_image)]
+    # (check name, file, signature, input): a tile for serving_default, an odd-sized image otherwise
+    targets = [(name, path, signature, tile_image if signature == "serving_default" else odd)
+               for name, path, signature in FORMATS[fmt].targets(export_path)]
     outputs = run_in_fresh_process([(fmt, path, signature, image) for _, path, signature, image in targets])
     whole = tiling.predict_tiled(keras_model, odd, tile=size) if len(targets) > 1 else None
     report = {"tolerance": tolerance}
     for (name, _, signature, image), got in zip(targets, outputs):
         shape = f"{size}x{size}" if signature == "serving_default" else f"{ODD_SHAPE[0]}x{ODD_SHAPE[1]}"
         if signature == "instances":
-            expected = inference.instances(whole, min_size=min_size, threshold=threshold)
+            expected = replace(postprocessing, split="none").objects(whole)
             differ = int(np.sum(got != expected))
             report[f"{name} {shape}"] = (float(differ), differ)
             if differ:

@@ -23,10 +23,12 @@ def temporary_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
 
 
-def _naming(err: OSError, path: Path) -> OSError:
+def naming(err: OSError, path: Path, written: Path | None = None) -> OSError:
     """``err`` naming the file being written where it names no file (a full disk's ENOSPC comes
-    from ``write()`` without one, and the temporary's name would mean nothing to the user)."""
-    if err.errno is None or (err.filename and not str(err.filename).startswith(str(temporary_name(path)))):
+    from ``write()`` without one) or names the temporary ``written`` (default: ``path``'s
+    :func:`temporary_name`), which would mean nothing to the user."""
+    written = temporary_name(path) if written is None else written
+    if err.errno is None or (err.filename and not str(err.filename).startswith(str(written))):
         return err
     return type(err)(err.errno, err.strerror or os.strerror(err.errno), str(path))
 
@@ -48,7 +50,7 @@ def atomic_path(path) -> Iterator[Path]:
             raise FileNotFoundError(f"{path}: nothing was written")
         os.replace(tmp, path)
     except OSError as err:
-        raise _naming(err, path) from err
+        raise naming(err, path) from err
     finally:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -67,7 +69,7 @@ def atomic_directory(path) -> Iterator[Path]:
         yield tmp
         tmp.rename(path)
     except OSError as err:
-        raise _naming(err, path) from err
+        raise naming(err, path) from err
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -10,6 +10,7 @@ import numpy as np
 from keras_unet import data, metrics, runs, tiling, weights
 from keras_unet.errors import ModelFileError
 from keras_unet.model import network_of, unet_config
+from keras_unet.postprocess import PostProcessing, labels_from_probabilities
 from keras_unet.precision import with_policy
 
 
@@ -115,46 +116,10 @@ def predict_probabilities(model, image: np.ndarray, tile=None, batch_size: int =
     return tiling.predict_tiled(model, image, **options)
 
 
-def labels_from_probabilities(probabilities: np.ndarray, threshold: float | None = None) -> np.ndarray:
-    """Class map ``(H, W)`` uint8: argmax, or ``p(class 1) >= threshold`` for two classes."""
-    if threshold is not None and probabilities.shape[-1] == 2:
-        return (probabilities[..., 1] >= threshold).astype(np.uint8)
-    return np.argmax(probabilities, axis=-1).astype(np.uint8)
-
-
 def output_path(out_dir: Path, source: Path, kind: str) -> Path:
     suffix = {"png": ".png", "tif": ".tif", "probabilities": ".tif", "instances": ".tif"}[kind]
     stem = source.stem + {"probabilities": "_probabilities", "instances": "_instances"}.get(kind, "")
     return Path(out_dir) / f"{stem}{suffix}"
-
-
-def instances(probabilities: np.ndarray, threshold: float | None = None, min_size: int = 0,
-              split: str | None = None) -> np.ndarray:
-    """Instance labels of every object class: ``(H, W)`` uint16 for a two-class model, else
-    ``(classes - 1, H, W)`` (class 1 first); see :func:`keras_unet.instances.instances_from_probabilities`."""
-    from keras_unet.instances import instances_from_probabilities
-
-    classes = [1] if split == "boundary" else range(1, probabilities.shape[-1])  # a three-class model: one kind
-    per_class = [instances_from_probabilities(probabilities, object_class=k, threshold=threshold, min_size=min_size,
-                                              split=split) for k in classes]
-    return per_class[0] if len(per_class) == 1 else np.stack(per_class)
-
-
-def segment(model_path, image: np.ndarray, threshold: float | None = None, min_size: int | None = None,
-            split: str | None = None, tile=None, tta: int = 1, engine: str = "tensorflow",
-            diameter: float | None = None, precision: str = "float32") -> np.ndarray:
-    """Objects of ``image`` as ``keras-unet predict MODEL --format instances`` makes them: the
-    model of a run folder, ``.keras`` file or shipped name, with the run's post-processing
-    (:func:`keras_unet.runs.postprocessing_with`; the keywords given override it). ``diameter``:
-    the objects' typical diameter in ``image`` (px), to resize it to what the model learned.
-    ``engine``, ``precision``: what runs the network (``auto`` for each: the fastest here,
-    :func:`keras_unet.engines.resolve`; bfloat16 only on a CPU that has it natively)."""
-    chosen = runs.postprocessing_with(model_path, threshold=threshold, min_size=min_size, split=split,
-                                      diameter=diameter)
-    job = PredictionJob(load_model_cached(model_path), "image", tile=tile, tta=tta, engine=engine, pages=[image],
-                        scale=chosen["scale"], precision=precision)
-    probabilities = next(job.probabilities())
-    return instances(probabilities, threshold=chosen["threshold"], min_size=chosen["min_size"], split=chosen["split"])
 
 
 def load_model_cached(model_path):
@@ -222,16 +187,14 @@ class PredictionJob:
                                                   self.memory_mb, self.engine, self.precision)
             yield probabilities if probabilities.shape[:2] == shape else resized(probabilities, shape)
 
-    def run(self, out_dir: Path, kind: str, threshold: float | None = None, min_size: int = 0,
-            split: str | None = None, progress=None) -> Path:
+    def run(self, out_dir: Path, kind: str, postprocessing: PostProcessing = PostProcessing(), progress=None) -> Path:
         """Predict every page and write the ``kind`` of output (see :func:`write_prediction`)."""
-        return self.finish(list(self.probabilities(progress)), out_dir, kind, threshold=threshold,
-                           min_size=min_size, split=split)
+        return self.finish(list(self.probabilities(progress)), out_dir, kind, postprocessing)
 
-    def finish(self, probabilities: list, out_dir: Path, kind: str, threshold: float | None = None,
-               min_size: int = 0, split: str | None = None) -> Path:
+    def finish(self, probabilities: list, out_dir: Path, kind: str,
+               postprocessing: PostProcessing = PostProcessing()) -> Path:
         """Make the ``kind`` of output of the pages' ``probabilities`` and write it."""
-        outputs = [page_output(p, kind, threshold=threshold, min_size=min_size, split=split) for p in probabilities]
+        outputs = [postprocessing.output(p, kind) for p in probabilities]
         return write_prediction(output_path(out_dir, self.path, kind), outputs, kind)
 
 
@@ -295,12 +258,13 @@ class Finisher:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="keras-unet-write")
         self._pending = []
 
-    def submit(self, job: "PredictionJob", probabilities: list, out_dir: Path, kind: str, **postprocessing) -> Path:
+    def submit(self, job: "PredictionJob", probabilities: list, out_dir: Path, kind: str,
+               postprocessing: PostProcessing = PostProcessing()) -> Path:
         """Make ``kind`` of the pages' ``probabilities`` and write it, in the background."""
         for done in [f for f in self._pending if f.done()]:  # an error stops the job at the next file
             self._pending.remove(done)
             done.result()
-        self._pending.append(self._pool.submit(job.finish, probabilities, out_dir, kind, **postprocessing))
+        self._pending.append(self._pool.submit(job.finish, probabilities, out_dir, kind, postprocessing))
         return output_path(out_dir, job.path, kind)
 
     def __enter__(self):
@@ -335,16 +299,6 @@ def resized(probabilities: np.ndarray, shape) -> np.ndarray:
     import tensorflow as tf
 
     return tf.image.resize(probabilities, tuple(shape), method="bilinear", antialias=True).numpy()
-
-
-def page_output(probabilities: np.ndarray, kind: str, threshold: float | None = None, min_size: int = 0,
-                split: str | None = None) -> np.ndarray:
-    """What ``predict --format kind`` makes of one page's probabilities."""
-    if kind == "instances":
-        return instances(probabilities, threshold=threshold, min_size=min_size, split=split)
-    if kind == "probabilities":
-        return probabilities
-    return labels_from_probabilities(probabilities, threshold)
 
 
 def true_objects(mask: np.ndarray, source) -> tuple[np.ndarray, np.ndarray]:
@@ -398,25 +352,17 @@ def predicted_pages(model, pairs, tile=None, batch_size: int = 1, tta: int = 1, 
                                 truth, true_instances)
 
 
-def calibrate(pages, typical_min_size: int = 0, split: str = "none") -> dict:
-    """The post-processing that scores best on :class:`PredictedPage` s (:func:`keras_unet.postprocess.choose`);
-    ``split``: the run's own (``boundary`` for a three-class model, searched against none)."""
-    from keras_unet import postprocess
-
-    pages = list(pages)
-    return postprocess.choose([p.probabilities for p in pages], [p.true_instances for p in pages],
-                              typical_min_size=typical_min_size, splits=postprocess.searched_splits(split))
-
-
-def evaluate_page(page: PredictedPage, threshold: float | None = None, sweep: bool = False, warn=None,
-                  min_size: int = 0, split: str = "none") -> dict:
+def evaluate_page(page: PredictedPage, postprocessing: PostProcessing = PostProcessing(), sweep: bool = False,
+                  warn=None) -> dict:
     """The metrics row of one :class:`PredictedPage` (see :func:`evaluate_pairs`)."""
     from keras_unet.instances import instances_from_probabilities
 
-    prediction = labels_from_probabilities(page.probabilities, threshold)
-    if split == "boundary":  # a three-class model: its objects are interior and boundary
+    chosen = postprocessing
+    prediction = labels_from_probabilities(page.probabilities, chosen.threshold)
+    if chosen.split == "boundary":  # a three-class model: its objects are interior and boundary
         prediction = (prediction != 0).astype(np.uint8)
-    found = instances_from_probabilities(page.probabilities, threshold=threshold, min_size=min_size, split=split)
+    found = instances_from_probabilities(page.probabilities, threshold=chosen.threshold, min_size=chosen.min_size,
+                                         split=chosen.split)
     if warn is not None and not np.any(page.true_instances):
         warn(f"{page.mask_source}: the mask has no object: its Rand, warping and SEG scores are perfect whatever "
              "is predicted; check the mask")
@@ -428,22 +374,20 @@ def evaluate_page(page: PredictedPage, threshold: float | None = None, sweep: bo
 
 
 def evaluate_pairs(model, pairs, tile=None, batch_size: int = 1, tta: int = 1, progress=None,
-                   threshold: float | None = None, sweep: bool = False, warn=None, min_size: int = 0,
-                   split: str = "none") -> list[dict]:
+                   postprocessing: PostProcessing = PostProcessing(), sweep: bool = False, warn=None) -> list[dict]:
     """Metrics per image page of ``(image, mask)`` pairs: pixel metrics of the object class
     (:func:`keras_unet.metrics.evaluate_binary`) and object metrics
     (:func:`keras_unet.metrics.evaluate_objects`, ``object_*`` keys) of the predicted instances
     against the true ones: an instance mask as it is, a binary mask's 4-connected components.
 
-    ``threshold``: object where p(class 1) >= threshold (default: argmax), fixed beforehand as a
-    user would. ``min_size``: predicted objects smaller than this are dropped, as by ``predict``;
-    ``split``: touching objects split as by ``predict --split``. ``sweep``: also the ISBI
+    ``postprocessing``: how objects are made, as by ``predict`` (its threshold fixed beforehand, as
+    a user would; default: argmax, nothing dropped, no split). ``sweep``: also the ISBI
     challenge's protocol, the best value of each challenge metric over thresholds 0.0-1.0
     (``swept_*`` keys; it looks at the truth to pick, so it is an upper bound, reported apart).
     ``warn``: called with a message for each page whose scores mean little (a mask without any
     object scores a perfect Rand error and SEG whatever is predicted).
     """
-    return [evaluate_page(page, threshold=threshold, sweep=sweep, warn=warn, min_size=min_size, split=split)
+    return [evaluate_page(page, postprocessing, sweep=sweep, warn=warn)
             for page in predicted_pages(model, pairs, tile, batch_size, tta, progress)]
 
 

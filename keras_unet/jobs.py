@@ -8,18 +8,23 @@ and loads the model once (:func:`worker_model`). Locally, blocks run one after t
 ``synchronous`` scheduler): TensorFlow already uses every core within a block.
 
 Outputs are written under temporary names and renamed when complete, so a job that is stopped and
-started again skips what is finished and redoes what was interrupted (:func:`pending`).
+started again skips what is finished and redoes what was interrupted (:func:`pending`). A big
+image's store is written as ``.NAME.partial`` with a marker per finished block: a job killed in
+the middle (SIGKILL, a lost machine) and started again with the same settings goes on from its
+finished blocks (:func:`resumable_store`); an error that is not a kill removes it.
 """
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from keras_unet import blocks, ngff
-from keras_unet.errors import DataError, SettingsError
+from keras_unet.errors import SettingsError
+from keras_unet.postprocess import PostProcessing
+from keras_unet.predictor import Options
 
 DEFAULT_BLOCK = 1024  # px: about 100 MB of float32 input and probabilities per block for 2 classes
 
@@ -49,34 +54,48 @@ def _opened(source: Source) -> ngff.LazyImage:
     return ngff.open_image(source.path, channel=source.channel, z=source.z, t=source.t)
 
 
-@dataclass
-class BigSettings:
-    """How a big image is predicted: block and tile size, the engine, the objects' post-processing,
-    the NGFF version written."""
-
-    block: int = DEFAULT_BLOCK
-    tile: int | None = None
-    batch_size: int = 1
-    engine: str = "tensorflow"
-    precision: str = "float32"
-    threshold: float | None = None
-    min_size: int = 0
-    split: str = "none"
-    ngff: str = "0.5"
-    timings: dict = field(default_factory=dict)
-
-
 def _predict_block(model_path: str, source: Source, store: str, rows: slice, cols: slice, normalization,
-                   settings: BigSettings) -> int:
-    """One task: the probabilities of one block core, written into the store's chunk(s)."""
+                   options: Options, marker: str | None = None) -> int:
+    """One task: the probabilities of one block core, written into the store's chunk(s), then its
+    ``marker`` file (a block whose marker exists is finished: a resumed job skips it)."""
     import zarr
 
     model = worker_model(model_path)
-    probabilities = blocks.predict_block(model, source.open().data, rows, cols, normalization, tile=settings.tile,
-                                         batch_size=settings.batch_size, engine=settings.engine,
-                                         precision=settings.precision)
+    probabilities = blocks.predict_block(model, source.open().data, rows, cols, normalization, tile=options.tile,
+                                         batch_size=options.batch_size, engine=options.engine,
+                                         precision=options.precision)
     zarr.open_array(str(Path(store) / "0"), mode="r+")[:, rows, cols] = np.moveaxis(probabilities, -1, 0)
+    if marker is not None:
+        Path(marker).touch()  # after the chunk is written: a kill between the two redoes the block
     return 1
+
+
+JOB_FILE, MARKERS = ".keras-unet-job.json", ".keras-unet-blocks"
+
+
+def partial_path(out_path) -> Path:
+    """``.NAME.partial`` beside a big image's result store ``out_path``: the store being written."""
+    out_path = Path(out_path)
+    return out_path.with_name(f".{out_path.name}.partial")
+
+
+def resumable_store(partial: Path, job: dict, make, reopen):
+    """``(store, finished block names)``: the store at ``partial`` where an interrupted job of the
+    same ``job`` (model file and its time, source, block, options, post-processing) left it, with
+    its finished blocks; else a new one from ``make(partial)`` with none. ``reopen(partial)``
+    opens an existing store."""
+    import json
+    import shutil
+
+    from keras_unet.runs import read_json, write_json
+
+    if partial.is_dir() and read_json(partial / JOB_FILE) == json.loads(json.dumps(job, default=str)):
+        return reopen(partial), {p.name for p in (partial / MARKERS).iterdir()}
+    shutil.rmtree(partial, ignore_errors=True)
+    store = make(partial)
+    (partial / MARKERS).mkdir()
+    write_json(partial / JOB_FILE, job)
+    return store, set()
 
 
 def connect(scheduler: str | None):
@@ -122,64 +141,87 @@ def block_count(shape, block: int) -> int:
     return -(-int(shape[0]) // block) * -(-int(shape[1]) // block)
 
 
-def predict_big(model_path, source: Source, out_path, kind: str, settings: BigSettings, client=None,
-                progress=None) -> Path:
+def predict_big(model_path, source: Source, out_path, request: "Request", client=None, progress=None,
+                timings: dict | None = None) -> Path:
     """Predict a big image block by block into the result store ``out_path`` (OME-Zarr,
-    :func:`keras_unet.ngff.create_result`): probabilities, and objects for ``kind="instances"``
-    (stitched across blocks, :func:`keras_unet.blocks.instances_blocked`)."""
+    :func:`keras_unet.ngff.create_result`): probabilities, and objects for ``request.kind ==
+    "instances"`` (stitched across blocks, :func:`keras_unet.blocks.instances_blocked`, with
+    ``request.postprocessing``). ``timings`` gets the seconds of each stage."""
+    import dataclasses
+    import shutil
     import time
 
     import dask
-    from keras_unet.files import atomic_directory
+    from keras_unet.files import naming
+    from keras_unet.inference import check_image
     from keras_unet.model import unet_config
     from keras_unet.normalize import percentile_values
 
-    model_path = str(model_path)
+    model_path, timings = str(model_path), {} if timings is None else timings
     config = unet_config(worker_model(model_path))
     image = source.open()
-    grid = blocks.block_grid(image.shape, settings.block, config["depth"])
+    block = request.block or DEFAULT_BLOCK
+    grid = blocks.block_grid(image.shape, block, config["depth"])
     channels = image.shape[-1]
-    if channels != config["in_channels"] and not (channels == 1 and config["in_channels"] == 3):
-        raise DataError(f"{source.path}: image has {channels} channel(s) but the model takes {config['in_channels']}; "
-                         "choose one with --channel or convert it")
-    if kind == "instances":
-        blocks.check_split(settings.split)
-    settings = with_backend(worker_model(model_path), settings, channels, len(grid.cores()))
+    # the checks of a whole image, on a corner of it (its shape and channels; values are the blocks')
+    check_image(np.zeros((*[min(side, 16) for side in image.shape[:2]], channels), np.float32), config,
+                f"{source.path}")
+    chosen = request.postprocessing
+    if request.kind == "instances":
+        blocks.check_split(chosen.split)
+    options = with_backend(worker_model(model_path), request.options, block, channels, len(grid.cores()))
     started = time.perf_counter()
     normalization = percentile_values(image.data, config["percentiles"]) if config["percentiles"] else None
-    with atomic_directory(out_path) as tmp:
-        store = ngff.create_result(tmp, image.shape, config["n_classes"], settings.block, kind == "instances",
-                                   settings.ngff)
-        tasks = [dask.delayed(_predict_block)(model_path, source, str(tmp), rows, cols, normalization, settings)
-                 for rows, cols in grid.cores()]
+    labels = request.kind == "instances"
+    job = {"model": model_path, "modified": Path(model_path).stat().st_mtime_ns, "source": dataclasses.asdict(source),
+           "shape": list(image.shape), "block": block, "kind": request.kind, "ngff": request.ngff,
+           "options": dataclasses.asdict(options), "postprocessing": dataclasses.asdict(chosen)}
+    partial = partial_path(out_path)
+    try:
+        store, finished = resumable_store(
+            partial, job, reopen=lambda path: ngff.open_result(path, labels),
+            make=lambda path: ngff.create_result(path, image.shape, config["n_classes"], block, labels, request.ngff))
+        cores = [(rows, cols) for rows, cols in grid.cores() if f"{rows.start}_{cols.start}" not in finished]
+        timings["blocks_done_before"] = len(grid.cores()) - len(cores)
+        if progress is not None and timings["blocks_done_before"]:
+            progress(timings["blocks_done_before"])
+        tasks = [dask.delayed(_predict_block)(model_path, source, str(partial), rows, cols, normalization, options,
+                                              str(partial / MARKERS / f"{rows.start}_{cols.start}"))
+                 for rows, cols in cores]
         compute(tasks, client, progress)
-        settings.timings["predict"] = time.perf_counter() - started
-        if kind == "instances":
+        timings["predict"] = time.perf_counter() - started
+        if labels:  # from the finished probabilities, whole: a resumed job stitches again
             started = time.perf_counter()
             probabilities = _ChannelsLast(store.probabilities)
-            blocks.instances_blocked(probabilities, store.work, store.labels, grid, threshold=settings.threshold,
-                                     min_size=settings.min_size, split=settings.split)
-            settings.timings["stitch"] = time.perf_counter() - started
+            blocks.instances_blocked(probabilities, store.work, store.labels, grid, threshold=chosen.threshold,
+                                     min_size=chosen.min_size, split=chosen.split)
+            timings["stitch"] = time.perf_counter() - started
         ngff.finish(store)
+        shutil.rmtree(partial / MARKERS)
+        (partial / JOB_FILE).unlink()
+        partial.rename(out_path)
+    except Exception as err:  # an error, not a kill: nothing is left (a kill leaves the partial to resume)
+        shutil.rmtree(partial, ignore_errors=True)
+        raise naming(err, Path(out_path), partial) if isinstance(err, OSError) else err
     return Path(out_path)
 
 
-def with_backend(model, settings: BigSettings, channels: int, n_blocks: int) -> BigSettings:
-    """``settings`` with ``auto`` engine and precision resolved once for the whole job (on a full
+def with_backend(model, options: Options, block: int, channels: int, n_blocks: int) -> Options:
+    """``options`` with ``auto`` engine and precision resolved once for the whole job (on a full
     block's tiles), so every block and worker runs the same."""
     import dataclasses
 
     from keras_unet import tiling
 
-    if "auto" not in (settings.engine, settings.precision):
-        return settings
-    shape = (settings.block, settings.block, channels)
-    tile = tiling.resolve_tile(model, shape, settings.tile, settings.batch_size)
+    if "auto" not in (options.engine, options.precision):
+        return options
+    shape = (block, block, channels)
+    tile = tiling.resolve_tile(model, shape, options.tile, options.batch_size)
     config = tiling.unet_config(model)
     tiles = tiling.count_tiles(shape, tile, config["depth"], config["padding"]) * n_blocks
-    engine, precision = tiling.resolve_engine(model, shape, settings.engine, tile, settings.batch_size, tiles=tiles,
-                                              precision=settings.precision)
-    return dataclasses.replace(settings, engine=engine, precision=precision)
+    engine, precision = tiling.resolve_engine(model, shape, options.engine, tile, options.batch_size, tiles=tiles,
+                                              precision=options.precision)
+    return dataclasses.replace(options, engine=engine, precision=precision)
 
 
 class _ChannelsLast:
@@ -209,30 +251,26 @@ def pending(outputs: list[Path]) -> list[int]:
     return [i for i, path in enumerate(outputs) if not Path(path).exists()]
 
 
-@dataclass
-class FileSettings:
-    """How a small image file is predicted (whole, :class:`keras_unet.inference.PredictionJob`)."""
+def is_big(path, block: int | None = None) -> bool:
+    """Whether ``path`` is predicted block by block: an OME-Zarr store always, a TIFF where a
+    ``block`` is given (``predict --block``); other images whole."""
+    from keras_unet.ngff import is_zarr
 
-    kind: str = "png"
-    tile: int | None = None
-    batch_size: int = 1
-    memory_mb: int = 4096
-    tta: int = 1
-    engine: str = "tensorflow"
-    precision: str = "float32"
-    threshold: float | None = None
-    min_size: int = 0
-    split: str = "none"
+    return is_zarr(path) or bool(block and Path(path).suffix.lower() in (".tif", ".tiff"))
 
 
 @dataclass(frozen=True)
 class Request:
-    """What ``keras-unet predict`` was asked for a collection, as one value: the settings of its
-    big images (:class:`BigSettings`), of its whole files (:class:`FileSettings`) and the planes
-    taken from OME-Zarr and TIFF inputs (:class:`Source`)."""
+    """What ``keras-unet predict`` was asked for a collection, as one value: the ``kind`` of output
+    written into ``out_dir``, how the network runs (:class:`keras_unet.predictor.Options`), how
+    objects are made (:class:`keras_unet.postprocess.PostProcessing`), the big images' ``block``
+    (px; None: :data:`DEFAULT_BLOCK`) and NGFF version, the planes taken from OME-Zarr and TIFF
+    inputs (:class:`Source`) and whether finished outputs are skipped."""
 
     out_dir: str
-    files: FileSettings
+    kind: str = "png"
+    options: Options = Options()
+    postprocessing: PostProcessing = PostProcessing()
     block: int | None = None
     channel: int | None = None
     z: int | None = None
@@ -240,34 +278,34 @@ class Request:
     ngff: str = "0.5"
     skip_done: bool = False
 
-    @property
-    def kind(self) -> str:
-        return self.files.kind
-
-    def big_settings(self) -> BigSettings:
-        f = self.files
-        return BigSettings(block=self.block or DEFAULT_BLOCK, tile=f.tile, batch_size=f.batch_size, engine=f.engine,
-                           precision=f.precision, threshold=f.threshold, min_size=f.min_size, split=f.split,
-                           ngff=self.ngff)
-
     def source(self, path) -> Source:
         return Source(str(path), channel=self.channel, z=self.z, t=self.t)
 
+    def output(self, path) -> Path:
+        """Where the output of input ``path`` goes: a result store for a big image, else a file."""
+        from keras_unet.inference import output_path
 
-def predict_file(model_path: str, path: str, out_dir: str, settings: FileSettings) -> str:
+        if is_big(path, self.block):
+            return result_path(self.out_dir, path)
+        return output_path(Path(self.out_dir), Path(path), self.kind)
+
+    def done(self, path) -> bool:
+        """True where ``path``'s output is complete and ``skip_done`` asks to keep it."""
+        return self.skip_done and self.output(path).exists()
+
+
+def predict_file(model_path: str, path: str, request: Request) -> str:
     """One task: a whole image file predicted and its output written (atomically)."""
     from keras_unet.inference import PredictionJob
 
-    job = PredictionJob(worker_model(str(model_path)), path, tile=settings.tile, batch_size=settings.batch_size,
-                        memory_mb=settings.memory_mb, tta=settings.tta, engine=settings.engine,
-                        precision=settings.precision)
-    return str(job.run(Path(out_dir), settings.kind, threshold=settings.threshold, min_size=settings.min_size,
-                       split=settings.split))
+    job = PredictionJob(worker_model(str(model_path)), path, scale=request.postprocessing.scale,
+                        **request.options.job_keywords())
+    return str(job.run(Path(request.out_dir), request.kind, request.postprocessing))
 
 
-def predict_files(model_path, paths: list, out_dir, settings: FileSettings, client=None, progress=None) -> list[str]:
+def predict_files(model_path, paths: list, request: Request, client=None, progress=None) -> list[str]:
     """Many image files as one job of one task per file (on ``client``, or locally in turn)."""
     import dask
 
-    tasks = [dask.delayed(predict_file)(str(model_path), str(p), str(out_dir), settings) for p in paths]
+    tasks = [dask.delayed(predict_file)(str(model_path), str(p), request) for p in paths]
     return compute(tasks, client, progress)

@@ -179,6 +179,16 @@ def create_result(path, shape, n_classes: int, block: int, labels: bool, version
     return ResultStore(Path(path), probabilities, out, work)
 
 
+def open_result(path, labels: bool) -> ResultStore:
+    """The result store :func:`create_result` made at ``path``, opened to go on writing it."""
+    import zarr
+
+    root = zarr.open_group(str(path), mode="r+")
+    if not labels:
+        return ResultStore(Path(path), root["0"], None, None)
+    return ResultStore(Path(path), root["0"], root["labels/instances/0"], root["work"])
+
+
 def finish(store: ResultStore) -> None:
     """Remove the work array; the store is then what readers see."""
     import shutil

@@ -1,6 +1,7 @@
 """The run folder's record: ``config.json`` (the settings and what the run found: input range,
-minimum object size, the post-processing chosen on validation data) and ``state.json`` (epochs
-done, the plan, the best epoch). The one module that reads and writes them, so a library caller
+minimum object size, the post-processing chosen on validation data, read as a value by
+:meth:`keras_unet.postprocess.PostProcessing.of_record`) and ``state.json`` (epochs done, the
+plan, the best epoch). The one module that reads and writes them, so a library caller
 who loads a run's model gets the same settings as the CLI. :class:`Run` is the folder as an
 object; the functions below take a run folder, a model file in one or a shipped model's name.
 """
@@ -11,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from keras_unet.files import atomic_path
-from keras_unet.errors import SettingsError
 
 # The run folder's files. Their names become paths here only (run_file, Run), so a rename is one line.
 CONFIG, STATE = "config.json", "state.json"
@@ -85,38 +85,6 @@ def min_object_size(path) -> int | None:
     return int(value) if value is not None else None
 
 
-def postprocessing(path) -> dict:
-    """How the run's objects are made by default: ``{"threshold": float or None (argmax),
-    "min_size": int, "split": "none" | "watershed", "chosen": bool}``: what the run chose on
-    validation data (:mod:`keras_unet.postprocess`; ``chosen`` True), else argmax, its
-    ``min_object_size`` and no split, or its boundary class for a three-class target (runs from
-    before the choice; 0 for a model without a run)."""
-    run = record(path)
-    chosen = run.get("postprocessing") or {}
-    three = run.get("config", {}).get("target") == "three_class"
-    return {"threshold": chosen.get("threshold"),
-            "min_size": int(chosen.get("min_size", run.get("min_object_size") or 0)),
-            "split": chosen.get("split", "boundary" if three else "none"), "chosen": bool(chosen)}
-
-
-def postprocessing_with(path, threshold=None, min_size=None, split=None, diameter=None) -> dict:
-    """:func:`postprocessing` with the options a caller gave (not None) in place of the run's:
-    what ``predict --format instances`` uses, for the CLI and library callers alike. ``diameter``
-    (px, the objects in the images to predict) adds ``scale``, the factor that resizes them to the
-    objects the model learned (its recorded ``object_diameter``), and the run's minimum size in
-    the images' pixels; without it ``scale`` is 1."""
-    chosen = {**postprocessing(path), "scale": 1.0}
-    if diameter is not None:
-        learned = record(path).get("object_diameter")
-        if not learned:
-            raise SettingsError(f"{path}: the model records no object diameter (it did not train on objects, or "
-                                f"before diameters were recorded); leave out --diameter and resize the images")
-        chosen["scale"] = float(learned) / float(diameter)
-        chosen["min_size"] = int(round(chosen["min_size"] / chosen["scale"] ** 2))
-    given = {"threshold": threshold, "min_size": min_size, "split": split}
-    return {**chosen, **{k: v for k, v in given.items() if v is not None}}
-
-
 def architecture(path) -> dict | None:
     """The network's settings as the run recorded them (``unet_config``'s keys but
     ``in_channels``), or None for a model without a run record."""
@@ -172,9 +140,6 @@ class Run:
 
     def write_state(self, state: dict) -> None:
         write_json(self.folder / STATE, state)
-
-    def postprocessing(self) -> dict:
-        return postprocessing(self.folder)
 
     def min_object_size(self) -> int | None:
         return min_object_size(self.folder)

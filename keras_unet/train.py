@@ -130,10 +130,11 @@ def start_from(model: keras.Model, network: keras.Model, source) -> None:
 def object_split(config: TrainConfig) -> str | None:
     """How the run's objects come from its output by default (``split`` of
     :func:`keras_unet.instances.instances_from_probabilities`): ``boundary`` for a three-class
-    target, ``none`` for two classes, None where its classes are not objects."""
-    if config.target == "three_class":
-        return "boundary"
-    return "none" if config.n_classes == 2 else None
+    target, ``none`` for two classes, None where its classes are not objects
+    (:func:`keras_unet.postprocess.default_split`)."""
+    from keras_unet.postprocess import default_split
+
+    return default_split(config.target, config.n_classes)
 
 
 def selection_metric(config: TrainConfig, has_validation: bool) -> str:
@@ -703,13 +704,13 @@ def _callbacks(config: TrainConfig, run_dir: Path, state: dict, chief: bool, val
 
 def choose_postprocessing(run_dir: Path, validation: Validation, min_object_size: int, verbose: int) -> dict:
     """Choose the objects' post-processing on the validation images with the best model
-    (:func:`keras_unet.postprocess.choose`) and record it in the run."""
+    (:func:`keras_unet.postprocess.search`) and record it in the run."""
     from keras_unet import postprocess
 
     model = inference.load_model(run_dir)
     probabilities = [tiling.predict_tiled(model, image, tile=validation.tile) for image in validation.images]
-    chosen = postprocess.choose(probabilities, validation.truths, typical_min_size=min_object_size,
-                                splits=postprocess.searched_splits(validation.split))
+    chosen = postprocess.search(probabilities, validation.truths, typical_min_size=min_object_size,
+                                split=validation.split)
     runs.update_record(run_dir, postprocessing=chosen)
     if verbose:
         threshold = "argmax" if chosen["threshold"] is None else f"p >= {chosen['threshold']:g}"

@@ -126,3 +126,11 @@ def test_run_folder_names_are_joined_to_paths_only_in_runs():
     places = [f"{path.relative_to(ROOT)}:{number}" for path in files if path.name != "runs.py"
               for number, line in enumerate(path.read_text().splitlines(), 1) if joined.search(line)]
     assert not places, places
+
+
+def test_the_package_docstring_names_every_module():
+    import keras_unet
+
+    names = {p.stem for p in PACKAGES["keras_unet"].glob("*.py")} - {"__init__"}
+    missing = sorted(n for n in names if f"``{n}``" not in keras_unet.__doc__)
+    assert not missing, f"keras_unet/__init__.py's docstring does not name {missing}"

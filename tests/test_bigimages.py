@@ -1,5 +1,7 @@
 """Big images: OME-Zarr and big TIFFs predicted block by block through the CLI, on the local
 scheduler and on a LocalCluster, against the whole-image path."""
+import dataclasses
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -113,6 +115,46 @@ def test_a_stopped_job_skips_what_is_done_and_redoes_what_was_interrupted(model_
     assert result.exit_code == 0, result.output
     assert "a.ome.zarr: " in result.output and "is complete, skipped" in result.output
     assert (out / "b.ome.zarr" / "0").exists() and not half.exists()
+
+
+def test_a_killed_big_image_job_resumes_from_its_finished_blocks(model_file, cells, whole, tmp_path, monkeypatch):
+    """A kill after 3 of 9 blocks (KeyboardInterrupt: what SIGINT raises; SIGKILL leaves the same
+    files, benchmarks/faults.py) leaves the partial store; the same job goes on from the 6 left and
+    equals the whole-image prediction; other settings start anew."""
+    from keras_unet import jobs
+    from keras_unet.postprocess import PostProcessing
+    from keras_unet.predictor import Options
+
+    source, out = jobs.Source(str(write_ome_zarr(tmp_path / "cells.ome.zarr", cells, "yx"))), tmp_path / "o.ome.zarr"
+    request = jobs.Request(out_dir=str(tmp_path), kind="instances", block=128, postprocessing=PostProcessing(min_size=5),
+                           options=Options(tile=220, engine="tensorflow", precision="float32"))
+    real, counted = jobs.compute, []
+
+    def killed(tasks, client=None, progress=None):
+        real(tasks[:3], client, progress)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(jobs, "compute", killed)
+    with pytest.raises(KeyboardInterrupt):
+        jobs.predict_big(model_file, source, out, request)
+    assert not out.exists() and jobs.partial_path(out).is_dir()
+    monkeypatch.setattr(jobs, "compute", lambda tasks, client=None, progress=None:
+                        counted.append(len(tasks)) or real(tasks, client, progress))
+    timings = {}
+    jobs.predict_big(model_file, source, out, request, timings=timings)
+    assert timings["blocks_done_before"] == 3 and counted == [6]
+    probabilities, labels, _ = read_result(out)
+    assert np.abs(probabilities - whole[0]).max() < 1e-5
+    assert same_partition(labels, whole[1].astype(np.int64)) and labels.max() == whole[1].max()
+    assert not jobs.partial_path(out).exists() and not (out / jobs.MARKERS).exists()
+    monkeypatch.setattr(jobs, "compute", killed)  # killed again, then asked with another block size
+    with pytest.raises(KeyboardInterrupt):
+        jobs.predict_big(model_file, source, tmp_path / "p.ome.zarr", request)
+    timings = {}
+    monkeypatch.setattr(jobs, "compute", real)
+    jobs.predict_big(model_file, source, tmp_path / "p.ome.zarr", dataclasses.replace(request, block=256),
+                     timings=timings)
+    assert timings["blocks_done_before"] == 0
 
 
 def test_a_local_cluster_of_two_workers_gives_the_local_result(model_file, cells, tmp_path):

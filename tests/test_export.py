@@ -11,6 +11,7 @@ from keras_unet import export, tiling
 from keras_unet.cli.main import main
 from keras_unet.errors import ModelFileError, UserInputError
 from keras_unet.model import inference_model, unet
+from keras_unet.postprocess import PostProcessing
 
 from conftest import child_env, shared_data
 
@@ -65,7 +66,7 @@ def test_verify_catches_other_objects(savedmodel, model_file):
     """The instances check compares objects: the same export against a min size it was not
     exported with gives other objects."""
     with pytest.raises(export.ExportError, match="gives other objects than keras-unet predict"):
-        export.verify(model_file, savedmodel, "savedmodel", tile=220, min_size=400)
+        export.verify(model_file, savedmodel, "savedmodel", tile=220, postprocessing=PostProcessing(min_size=400))
 
 
 BAD_REQUESTS = r"""
@@ -199,7 +200,7 @@ def test_instances_signature_equals_predict_format_instances(savedmodel, model_f
     isbi = shared_data("isbi2012", "train", "image", "03.png")
     images.append(data.read_image(isbi)[:300, :260, None].astype(np.float32))
     for image in images:
-        expected = inference.instances(tiling.predict_tiled(model, image, tile=220))
+        expected = PostProcessing().objects(tiling.predict_tiled(model, image, tile=220))
         got = signature(image=tf.constant(image))["instances"].numpy()
         assert got.dtype == np.int32 and expected.max() > 1
         np.testing.assert_array_equal(got, expected)
@@ -211,12 +212,13 @@ def test_instances_signature_drops_what_the_run_drops(model_file, tmp_path):
     from keras_unet.model import unet_config
 
     model = keras.models.load_model(model_file)
-    path = export.export_savedmodel(model, tmp_path, name="cells", tile=220, min_size=40)
+    path = export.export_savedmodel(model, tmp_path, name="cells", tile=220,
+                                   postprocessing=PostProcessing(min_size=40))
     image = synthetic.model_image((203, 317), unet_config(model), seed=4)
     got = tf.saved_model.load(str(path)).signatures["instances"](image=tf.constant(image))["instances"].numpy()
     probabilities = tiling.predict_tiled(model, image, tile=220)
-    np.testing.assert_array_equal(got, inference.instances(probabilities, min_size=40))
-    assert got.max() < inference.instances(probabilities).max()  # some objects were under 40 px
+    np.testing.assert_array_equal(got, PostProcessing(min_size=40).objects(probabilities))
+    assert got.max() < PostProcessing().objects(probabilities).max()  # some objects were under 40 px
 
 
 def test_savedmodel_size_is_about_the_weights(tmp_path):

@@ -149,3 +149,45 @@ def test_a_full_disk_during_training_keeps_the_last_checkpoint_for_resume(tmp_pa
     assert runs.run_file(run, runs.LAST).read_bytes() == before  # the previous checkpoint, intact
     assert not [p for p in run.iterdir() if ".tmp" in p.name]
     assert train.resume(run, epochs=2, verbose=0)["epoch"] == 2  # space freed: --resume goes on
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 1 MiB file system (tmpfs), where this machine lets the tests mount one (root in a
+    container that allows it); else the test is skipped (the ENOSPC injections above still run)."""
+    import subprocess
+
+    folder = tmp_path / "small"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here: " + mounted.stderr.decode(errors="replace").strip()[:80])
+    yield folder
+    subprocess.run(["umount", str(folder)], check=False)
+
+
+def test_a_really_full_disk_for_export_and_a_big_image_is_one_line_and_leaves_nothing(small_disk, tmp_path):
+    """On a file system that is really full: the SavedModel export (TensorFlow's own writes), the
+    TFLite export and a big image's OME-Zarr store each fail with one line naming the output and
+    the cause, and leave the disk as it was (the SavedModel's version folder and the parents it
+    made included)."""
+    import keras
+
+    from keras_unet.model import unet
+
+    keras.utils.set_random_seed(0)
+    model = tmp_path / "b8.keras"
+    unet(base_filters=8, dropout=0.0).save(model)  # 2 MB of weights: more than the disk holds
+    for fmt, named in [("savedmodel", "exp/unet/1"), ("tflite", "exp/unet.tflite")]:
+        result = CliRunner().invoke(main, ["export", str(model), "--format", fmt, "--out", str(small_disk / "exp"),
+                                           "--no-verify"])
+        assert result.exit_code == 2, result.output
+        assert f"Error: {small_disk / named}: No space left on device" in result.output, result.output
+        assert not [p for p in small_disk.rglob("*") if p.is_file()], list(small_disk.rglob("*"))
+    image = synthetic.sample((700, 700), seed=1)[0]
+    data.write_image(tmp_path / "big.tif", image)
+    result = CliRunner().invoke(main, ["predict", str(model), str(tmp_path / "big.tif"), "--block", "256",
+                                       "--format", "instances", "--out", str(small_disk / "pred")])
+    assert result.exit_code == 2, result.output
+    assert f"Error: {small_disk / 'pred' / 'big.ome.zarr'}: No space left on device" in result.output, result.output
+    assert not [p for p in small_disk.rglob("*") if p.is_file()]

@@ -23,6 +23,7 @@ napari = pytest.importorskip("napari", reason="the [napari] extra (in the test e
 
 from click.testing import CliRunner  # noqa: E402
 
+import keras_unet  # noqa: E402
 from keras_unet import data, inference, runs, tiling  # noqa: E402
 from keras_unet.instances import instances_from_probabilities  # noqa: E402
 from keras_unet.cli.main import main  # noqa: E402
@@ -78,7 +79,7 @@ def _cli(*args):
 
 def test_the_widget_gives_the_objects_of_predict_on_the_sample(viewer, widget, qtbot, errors, tmp_path):
     image = _sample(viewer)
-    own = runs.postprocessing("nuclei")  # the model's record, as the widget should show it
+    own = runs.record("nuclei")["postprocessing"]  # the model's record, as the widget should show it
     assert widget.model.value == "nuclei" and widget.threshold.value == own["threshold"]
     assert widget.min_size.value == own["min_size"] and widget.split.value == own["split"]
     widget.probabilities.value = True
@@ -117,7 +118,7 @@ def test_a_stack_is_segmented_page_by_page(viewer, widget, qtbot, errors):
     objects = viewer.layers["stack objects (nuclei)"].data
     assert errors == [] and objects.shape == stack.shape
     for page, labels in zip(stack, objects):
-        np.testing.assert_array_equal(labels, inference.segment("nuclei", page))
+        np.testing.assert_array_equal(labels, keras_unet.segment("nuclei", page))
 
 
 def test_cancel_adds_no_layer(viewer, widget, qtbot, errors):

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from keras_unet import data, engines, inference, metrics, precision, runs, tiling, train
 from keras_unet.cli.main import main
 from keras_unet.errors import SettingsError
+from keras_unet.instances import instances_from_probabilities
 from keras_unet.model import network_of, unet
 
 from conftest import shared_data
@@ -123,7 +124,7 @@ def test_the_shipped_model_gives_the_same_objects_in_bfloat16_on_real_images():
     masks within 0.01 of float32's, image by image."""
     folder = shared_data("dsb2018-train")
     model = inference.load_model("nuclei")
-    chosen = runs.postprocessing("nuclei")
+    chosen = runs.record("nuclei")["postprocessing"]
     paths = sorted((folder / "images").glob("*.png"))[DSB_PICKS]
     assert len(paths) >= 5
     found_f1 = []
@@ -132,8 +133,8 @@ def test_the_shipped_model_gives_the_same_objects_in_bfloat16_on_real_images():
         scores, maps = {}, {}
         for name in ("float32", "bfloat16"):
             maps[name] = inference.predict_probabilities(model, image, precision=name)
-            found = inference.instances(maps[name], threshold=chosen["threshold"], min_size=chosen["min_size"],
-                                        split=chosen["split"])
+            found = instances_from_probabilities(maps[name], threshold=chosen["threshold"],
+                                                 min_size=chosen["min_size"], split=chosen["split"])
             scores[name] = metrics.evaluate_objects(found, truth.astype(np.int64))["f1"]
         difference = np.abs(maps["bfloat16"] - maps["float32"])
         assert 0 < difference.max() < 0.1 and difference.mean() < 0.002, (path.name, difference.max())

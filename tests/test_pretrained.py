@@ -14,6 +14,7 @@ from keras_unet import data, inference, metrics, runs, synthetic, tiling, weight
 from keras_unet.cli.main import main
 from keras_unet.instances import instances_from_probabilities
 from keras_unet.model import unet_config
+from keras_unet.predictor import Predictor
 
 from conftest import child_env, shared_data
 
@@ -83,12 +84,12 @@ def test_the_shipped_model_beats_otsu_watershed_on_held_out_nuclei_as_library_an
     predict nuclei`` give the same objects, and they score above the classical baseline."""
     pairs = held_out_fluorescence()
     model = keras_unet.pretrained("nuclei")
-    chosen = runs.postprocessing("nuclei")
-    assert chosen["chosen"]
+    chosen = runs.record("nuclei")["postprocessing"]  # the record as written, not read through our value
     ours, classical = [], []
     for i, (image, truth) in enumerate(pairs):
-        found = inference.instances(inference.predict_probabilities(model, image), threshold=chosen["threshold"],
-                                    min_size=chosen["min_size"], split=chosen["split"])
+        found = instances_from_probabilities(inference.predict_probabilities(model, image),
+                                             threshold=chosen["threshold"], min_size=chosen["min_size"],
+                                             split=chosen["split"])
         ours.append(metrics.evaluate_objects(found, truth)["dsb_score"])
         classical.append(metrics.evaluate_objects(otsu_watershed(image), truth)["dsb_score"])
         if i == 0:  # the CLI, from a folder where no file is called nuclei, on the gray page
@@ -97,7 +98,7 @@ def test_the_shipped_model_beats_otsu_watershed_on_held_out_nuclei_as_library_an
                                                "instances", "--out", str(tmp_path / "out")], catch_exceptions=False)
             assert result.exit_code == 0, result.output
             np.testing.assert_array_equal(data.read_image(tmp_path / "out" / "gray_instances.tif"), found)
-            np.testing.assert_array_equal(inference.segment("nuclei", image[..., 0]), found)  # the one-call API
+            np.testing.assert_array_equal(keras_unet.segment("nuclei", image[..., 0]), found)  # the one-call API
     assert np.mean(ours) > np.mean(classical) + 0.05, (np.mean(ours), np.mean(classical))
 
 
@@ -254,14 +255,15 @@ def test_fit_three_class_records_the_boundary_post_processing(tmp_path):
                  "--steps", 2, "--out", out)
     assert result.exit_code == 0, result.output
     record = runs.record(out)
-    chosen = runs.postprocessing(out)
-    assert record["config"]["n_classes"] == 3 and chosen["chosen"]
-    assert chosen["split"] == record["postprocessing"]["split"]  # what the search chose, read back as recorded
+    chosen = Predictor.of(out).postprocessing
+    assert record["config"]["n_classes"] == 3 and chosen.chosen
+    assert chosen.split == record["postprocessing"]["split"]  # what the search chose, read back as recorded
     # the search tried the boundary split against none, and said what it chose
-    assert f"split {chosen['split']} (DSB score" in result.output and "with argmax, split boundary)" in result.output
+    assert f"split {chosen.split} (DSB score" in result.output and "with argmax, split boundary)" in result.output
     # a three-class run's default, where nothing was chosen, is its boundary class (two-class: none)
     runs.update_record(out, postprocessing={})
-    assert runs.postprocessing(out)["split"] == "boundary" and not runs.postprocessing(out)["chosen"]
+    default = Predictor.of(out).postprocessing
+    assert default.split == "boundary" and not default.chosen
     bad = run("fit", "--target", "three_class", "--classes", 2, "--out", tmp_path / "bad")
     assert bad.exit_code == 2 and "--classes must be 3 for --target three_class" in bad.output
     json.dumps(record)
@@ -315,10 +317,10 @@ def test_diameter_resizes_large_nuclei_to_what_the_model_learned(tmp_path):
     truth = data.read_image(root / "masks" / f"{name}.tif").astype(np.int64)[:256, :256]
     areas = np.bincount(truth.ravel())[1:]
     diameter = float(np.median(np.sqrt(4 * areas[areas > 0] / np.pi)))  # 22 px
-    original = metrics.evaluate_objects(inference.segment("nuclei", image), truth)["f1"]
+    original = metrics.evaluate_objects(keras_unet.segment("nuclei", image), truth)["f1"]
     big, big_truth = np.kron(image, np.ones((4, 4, 1), image.dtype)), np.kron(truth, np.ones((4, 4), truth.dtype))
-    plain = metrics.evaluate_objects(inference.segment("nuclei", big), big_truth)["f1"]
-    sized = inference.segment("nuclei", big, diameter=4 * diameter)
+    plain = metrics.evaluate_objects(keras_unet.segment("nuclei", big), big_truth)["f1"]
+    sized = keras_unet.segment("nuclei", big, diameter=4 * diameter)
     f1 = metrics.evaluate_objects(sized, big_truth)["f1"]
     assert original > 0.7 and plain < 0.4 and f1 > original - 0.05, (original, plain, f1)
     data.write_image(tmp_path / "big.png", big)
@@ -330,11 +332,11 @@ def test_diameter_resizes_large_nuclei_to_what_the_model_learned(tmp_path):
 
 
 def test_diameter_scales_the_runs_minimum_size_and_needs_a_recorded_diameter(model_file, tmp_path):
-    own = runs.postprocessing_with("nuclei")
-    halved = runs.postprocessing_with("nuclei", diameter=2 * 20.2)
-    assert own["scale"] == 1.0 and halved["scale"] == pytest.approx(0.5)
-    assert halved["min_size"] == 4 * own["min_size"] and halved["threshold"] == own["threshold"]
-    assert runs.postprocessing_with("nuclei", diameter=40.4, min_size=5)["min_size"] == 5  # given: kept
+    own = Predictor.of("nuclei").postprocessing
+    halved = Predictor.of("nuclei", diameter=2 * 20.2).postprocessing
+    assert own.scale == 1.0 and halved.scale == pytest.approx(0.5)
+    assert halved.min_size == 4 * own.min_size and halved.threshold == own.threshold
+    assert Predictor.of("nuclei", diameter=40.4, min_size=5).postprocessing.min_size == 5  # given: kept
     data.write_image(tmp_path / "cells.png", synthetic.sample(shape=(96, 96))[0])
     result = CliRunner().invoke(main, ["predict", str(model_file), str(tmp_path / "cells.png"), "--diameter", "30",
                                        "--out", str(tmp_path / "out")])
@@ -362,7 +364,7 @@ def test_evaluate_with_diameter_scores_what_predict_with_diameter_makes(tmp_path
     big, big_truth = np.kron(image, np.ones((3, 3, 1), image.dtype)), np.kron(truth, np.ones((3, 3), truth.dtype))
     data.write_image(tmp_path / "set" / "images" / "a.png", big)
     data.write_image(tmp_path / "set" / "masks" / "a.tif", big_truth)
-    expected = metrics.evaluate_objects(inference.segment("nuclei", big, diameter=66), big_truth.astype(np.int64))
+    expected = metrics.evaluate_objects(keras_unet.segment("nuclei", big, diameter=66), big_truth.astype(np.int64))
     result = CliRunner().invoke(main, ["evaluate", "nuclei", str(tmp_path / "set"), "--diameter", "66", "--out",
                                        str(tmp_path / "eval")])
     assert result.exit_code == 0, result.output

@@ -14,6 +14,7 @@ from tensorflow.core.framework import tensor_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 
 from keras_unet import inference, tiling
+from keras_unet.postprocess import PostProcessing
 from keras_unet.export.savedmodel import WARMUP_FILE
 
 SOURCE = Path(__file__).parent / "c_api" / "run_signature.c"
@@ -75,7 +76,7 @@ def test_both_signatures_through_the_c_api_match_keras(runner, exported, tmp_pat
     np.testing.assert_allclose(probabilities, tiling.predict_tiled(model, image, tile=220), atol=1e-5)
     code, out, labels = run_c(runner, path, "instances", image, tmp_path)
     assert code == 0, out
-    np.testing.assert_array_equal(labels, inference.instances(tiling.predict_tiled(model, image, tile=220)))
+    np.testing.assert_array_equal(labels, PostProcessing().objects(tiling.predict_tiled(model, image, tile=220)))
 
 
 def test_a_malformed_request_is_an_error_not_an_abort(runner, exported, tmp_path):

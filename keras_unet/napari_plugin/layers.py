@@ -8,13 +8,15 @@ so the widget and the CLI give the same objects.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from keras_unet import data, inference, runs
+from keras_unet import data, inference
 from keras_unet.errors import DataError
+from keras_unet.postprocess import PostProcessing
+from keras_unet.predictor import Options, Predictor
 
 
 class Cancelled(Exception):
@@ -22,20 +24,20 @@ class Cancelled(Exception):
 
 
 @dataclass(frozen=True)
-class Settings:
-    """What the widget asks for; None takes the model's own choice (as the CLI's options do)."""
+class Request:
+    """What the widget asks for: the ``model`` (a run folder, a .keras file or a shipped model's
+    name), how the network runs (:class:`keras_unet.predictor.Options`), the post-processing
+    options given (the keywords of :meth:`keras_unet.predictor.Predictor.of`; None takes the
+    model's own choice, as the CLI's options do) and the layers wanted."""
 
-    model: str  # a run folder, a .keras file or a shipped model's name
-    tile: int | None = None
-    tta: int = 1
-    threshold: float | None = None
-    min_size: int | None = None
-    split: str | None = None
-    diameter: float | None = None  # px, the objects in the layer (predict --diameter); None: as they are
-    engine: str = "auto"
-    precision: str = "auto"  # float32, bfloat16 or auto (bfloat16 where the CPU has it and it is faster)
+    model: str
+    options: Options = Options()
+    given: dict = field(default_factory=dict)  # threshold, min_size, split, diameter (px, the layer's objects)
     objects: bool = True
     probabilities: bool = False
+
+    def predictor(self) -> Predictor:
+        return Predictor.of(self.model, **{k: v for k, v in self.given.items() if v is not None})
 
 
 @dataclass
@@ -46,7 +48,7 @@ class Segmentation:
 
     labels: np.ndarray | None
     probabilities: np.ndarray | None
-    postprocessing: dict
+    postprocessing: PostProcessing
     engine: str
     precision: str = "float32"
 
@@ -76,15 +78,14 @@ def object_probabilities(probabilities: np.ndarray) -> np.ndarray:
     return np.moveaxis(probabilities[..., 1:], -1, 0)
 
 
-def segment(layer_data, settings: Settings, rgb: bool = False, name: str = "image", progress=None) -> Segmentation:
+def segment_layer(layer_data, request: Request, rgb: bool = False, name: str = "image",
+                  progress=None) -> Segmentation:
     """Segment every page of a layer. ``progress(done, total)`` is called with tiles after each
     batch; it may raise (:class:`Cancelled`) to stop, and then nothing is returned."""
-    model = inference.load_model_cached(settings.model)
-    chosen = runs.postprocessing_with(settings.model, threshold=settings.threshold, min_size=settings.min_size,
-                                      split=settings.split, diameter=settings.diameter)
+    predictor = request.predictor()
+    chosen = predictor.postprocessing
     pages, lead = pages_of(layer_data, rgb, name)
-    job = inference.PredictionJob(model, name, tile=settings.tile, tta=settings.tta, engine=settings.engine,
-                                  pages=pages, scale=chosen["scale"], precision=settings.precision)
+    job = predictor.job(name, request.options, pages=pages)
     done = 0
 
     def tiles_done(n: int) -> None:
@@ -95,10 +96,9 @@ def segment(layer_data, settings: Settings, rgb: bool = False, name: str = "imag
 
     labels, probabilities = [], []
     for page_probabilities in job.probabilities(tiles_done):
-        if settings.objects:
-            labels.append(inference.page_output(page_probabilities, "instances", threshold=chosen["threshold"],
-                                                min_size=chosen["min_size"], split=chosen["split"]))
-        if settings.probabilities:
+        if request.objects:
+            labels.append(chosen.objects(page_probabilities))
+        if request.probabilities:
             probabilities.append(object_probabilities(page_probabilities))
 
     def stacked(arrays):

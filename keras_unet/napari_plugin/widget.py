@@ -89,30 +89,36 @@ class SegmentWidget(Container):
         """Show the path field for a run or file, and put the model's own post-processing (chosen
         on its validation data) into the fields: what ``predict`` would use."""
         from keras_unet import runs
+        from keras_unet.postprocess import PostProcessing
 
         self.path.visible = self.model.value == OTHER
         try:
-            chosen = runs.postprocessing(self.model_path())
+            # the record only (no network loaded in the UI thread); the worker makes the handle
+            chosen = PostProcessing.of_record(runs.record(self.model_path()))
         except Exception:  # a path being typed, not a run (yet): keep the fields as they are
             return
-        self.threshold.value = chosen["threshold"] or 0.0
-        self.min_size.value = int(chosen["min_size"])
-        self.split.value = chosen["split"]
-        self._own = chosen
+        self.threshold.value = chosen.threshold or 0.0
+        self.min_size.value = int(chosen.min_size)
+        self.split.value = chosen.split
+        self._own = chosen.as_dict()
 
-    def settings(self) -> layers.Settings:
-        """The fields as :class:`layers.Settings`; a post-processing field left at the model's own
+    def request(self) -> layers.Request:
+        """The fields as :class:`layers.Request`; a post-processing field left at the model's own
         value is passed as None (the model's choice: its minimum size then follows ``diameter``)."""
+        from keras_unet.predictor import Options
+
         own = getattr(self, "_own", {})
 
         def changed(name, value):
             return None if own and own.get(name) == value else value
 
-        threshold = changed("threshold", self.threshold.value or None)
-        return layers.Settings(model=self.model_path(), tile=self.tile.value or None, tta=self.tta.value,
-                               threshold=threshold, min_size=changed("min_size", self.min_size.value),
-                               split=changed("split", self.split.value), diameter=self.diameter.value or None,
-                               precision=self.precision.value, objects=self.objects.value, probabilities=self.probabilities.value)
+        given = {"threshold": changed("threshold", self.threshold.value or None),
+                 "min_size": changed("min_size", self.min_size.value), "split": changed("split", self.split.value),
+                 "diameter": self.diameter.value or None}
+        return layers.Request(model=self.model_path(), given=given, objects=self.objects.value,
+                              probabilities=self.probabilities.value,
+                              options=Options(tile=self.tile.value or None, tta=self.tta.value,
+                                              precision=self.precision.value))
 
     # -- running -------------------------------------------------------------------------------
 
@@ -124,17 +130,17 @@ class SegmentWidget(Container):
         if layer is None:
             _notify_error("choose an image layer to segment (open an image, or File > Open Sample > Synthetic cells)")
             return None
-        settings = self.settings()
-        if not (settings.objects or settings.probabilities):
+        request = self.request()
+        if not (request.objects or request.probabilities):
             _notify_error("choose an output: objects, probabilities or both")
             return None
         self._cancel.clear()
         self.progress.value = 0
         self.status.value = f"segmenting {layer.name} ..."
         self.run_button.enabled, self.cancel_button.enabled = False, True
-        worker = create_worker(layers.segment, layer.data, settings, rgb=bool(layer.rgb), name=layer.name,
+        worker = create_worker(layers.segment_layer, layer.data, request, rgb=bool(layer.rgb), name=layer.name,
                                progress=self._tiles_done, _ignore_errors=True)  # errors: notifications, below
-        worker.returned.connect(lambda result: self._add_layers(layer, settings, result))
+        worker.returned.connect(lambda result: self._add_layers(layer, request, result))
         worker.errored.connect(self._failed)
         worker.finished.connect(self._finished)
         self.worker = worker
@@ -155,23 +161,23 @@ class SegmentWidget(Container):
         self._cancel.set()
         self.status.value = "cancelling ..."
 
-    def _add_layers(self, source, settings: layers.Settings, result: layers.Segmentation) -> None:
+    def _add_layers(self, source, request: layers.Request, result: layers.Segmentation) -> None:
         """Add (or replace, for the same source and model) the result layers, all at once."""
         where = {"scale": source.scale, "translate": source.translate}
         made = []
         if result.probabilities is not None:
             placed = where if result.probabilities.ndim == source.ndim else {}
-            made.append(self._put(layers.layer_name(source.name, settings.model, "probabilities"),
+            made.append(self._put(layers.layer_name(source.name, request.model, "probabilities"),
                                   result.probabilities, "image", colormap="magma", contrast_limits=(0.0, 1.0),
                                   blending="additive", **placed))
         if result.labels is not None:
             placed = where if result.labels.ndim == source.ndim else {}
-            made.append(self._put(layers.layer_name(source.name, settings.model, "objects"), result.labels, "labels",
+            made.append(self._put(layers.layer_name(source.name, request.model, "objects"), result.labels, "labels",
                                   **placed))
         chosen = result.postprocessing
-        threshold = "argmax" if chosen["threshold"] is None else f"p >= {chosen['threshold']:g}"
+        threshold = "argmax" if chosen.threshold is None else f"p >= {chosen.threshold:g}"
         count = f", {np.unique(result.labels).size - 1} objects" if result.labels is not None else ""
-        self.status.value = (f"done{count} ({threshold}, min {chosen['min_size']} px, split {chosen['split']}, "
+        self.status.value = (f"done{count} ({threshold}, min {chosen.min_size} px, split {chosen.split}, "
                              f"{result.engine} {result.precision})")
         return made
 

@@ -1,0 +1,133 @@
+"""One handle for a model to predict with, as CSBDeep's ``BaseModel`` owns a model folder: the
+path resolved once, the run's record read once, the network loaded through the one cache, and
+the post-processing (:class:`keras_unet.postprocess.PostProcessing`) the run chose, with what the
+caller gave in its place. ``predict``, ``evaluate``, the napari widget, Dask workers, ``export``
+and :func:`segment` all start from :meth:`Predictor.of`.
+
+How the network runs over an image (tile, batch, memory, TTA, engine, precision) is one value too,
+:class:`Options`; a job resolves ``auto`` engine and precision once, on its first good file
+(:func:`keras_unet.inference.prefetched_jobs`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from keras_unet import inference, runs
+from keras_unet.postprocess import PostProcessing
+
+
+@dataclass(frozen=True)
+class Options:
+    """How the network runs over an image: the input ``tile`` (px; None: the largest within
+    ``memory_mb`` that the image needs), tiles per forward pass, test-time augmentation views
+    (1-8), and the ``engine`` and ``precision`` (``auto``: the fastest here,
+    :func:`keras_unet.engines.resolve`)."""
+
+    tile: int | None = None
+    batch_size: int = 1
+    memory_mb: int = 4096
+    tta: int = 1
+    engine: str = "auto"
+    precision: str = "auto"
+
+    def job_keywords(self) -> dict:
+        """The :class:`keras_unet.inference.PredictionJob` keywords of these options."""
+        return {"tile": self.tile, "batch_size": self.batch_size, "memory_mb": self.memory_mb, "tta": self.tta,
+                "engine": self.engine, "precision": self.precision}
+
+
+@dataclass(frozen=True)
+class Predictor:
+    """A trained model and how its objects are made: ``path`` (the model file), ``model`` (the
+    Keras model), ``record`` (its run's ``config.json``, ``{}`` without a run) and
+    ``postprocessing``. Make one with :meth:`of`."""
+
+    path: Path
+    model: object
+    record: dict
+    postprocessing: PostProcessing
+
+    @classmethod
+    def of(cls, model, *, threshold: float | None = None, min_size: int | None = None, split: str | None = None,
+           diameter: float | None = None) -> "Predictor":
+        """The handle of ``model``: a run folder, a ``.keras`` file or a shipped model's name
+        (``nuclei``). The keywords given (not None) replace the run's post-processing;
+        ``diameter`` (px, the objects in the images to predict) resizes the images so their
+        objects have the size the model learned."""
+        path = inference.resolve_model_path(model)
+        record = runs.record(path)
+        chosen = (PostProcessing.of_record(record).at_diameter(diameter, record.get("object_diameter"), source=model)
+                  .given(threshold=threshold, min_size=min_size, split=split))
+        return cls(path=path, model=inference.load_model_cached(path), record=record, postprocessing=chosen)
+
+    @property
+    def config(self) -> dict:
+        """The network's settings (:func:`keras_unet.model.unet_config`)."""
+        from keras_unet.model import unet_config
+
+        return unet_config(self.model)
+
+    @property
+    def object_diameter(self) -> float | None:
+        """The objects' typical diameter (px) the model learned, where its run recorded it."""
+        return self.record.get("object_diameter")
+
+    def calibration_run(self, name=None) -> runs.Run:
+        """The run folder that ``evaluate --calibrate`` writes its choice into; a
+        :class:`SettingsError` (``name``: the model as the user gave it) where there is none or it
+        is a shipped model's."""
+        from keras_unet.errors import SettingsError
+
+        run, name = runs.Run.of(self.path), name or self.path
+        if run.shipped:
+            raise SettingsError(f"{name}: a shipped model is not changed; copy its folder ({run.folder}) and "
+                                "calibrate the copy, or fine-tune it with fit --from")
+        if not run.started:
+            raise SettingsError(f"{name}: --calibrate writes its choice into a run folder (with config.json); "
+                                "give a run folder or a model inside one")
+        return run
+
+    def calibrate(self, pages: list, data) -> dict:
+        """Choose the post-processing on labelled :class:`keras_unet.inference.PredictedPage` s
+        (from the run's own split and minimum size, :func:`keras_unet.postprocess.search`) and
+        record it in the run, with the ``data`` it was chosen on. Returns the search's record."""
+        from keras_unet import postprocess
+
+        own = PostProcessing.of_record(self.record)
+        chosen = postprocess.search([p.probabilities for p in pages], [p.true_instances for p in pages],
+                                    typical_min_size=self.record.get("min_object_size") or 0, split=own.split)
+        self.calibration_run().update(postprocessing={**chosen, "data": str(data)})
+        return chosen
+
+    def job(self, path, options: Options = Options(), pages: list | None = None,
+            job_files: int = 1) -> inference.PredictionJob:
+        """The :class:`keras_unet.inference.PredictionJob` of one image file (or its ``pages``)."""
+        return inference.PredictionJob(self.model, path, pages=pages, scale=self.postprocessing.scale,
+                                       job_files=job_files, **options.job_keywords())
+
+    def jobs(self, paths, options: Options = Options()):
+        """``(path, job or None, problem or None)`` of each file, read ahead
+        (:func:`keras_unet.inference.prefetched_jobs`)."""
+        return inference.prefetched_jobs(self.model, paths, scale=self.postprocessing.scale, **options.job_keywords())
+
+    def segment(self, image: np.ndarray, options: Options = Options(engine="tensorflow", precision="float32"),
+                name: str = "image") -> np.ndarray:
+        """The objects of ``image`` (``(H, W)`` or ``(H, W, C)``) as ``predict --format
+        instances`` makes them."""
+        job = self.job(name, options, pages=[image])
+        return self.postprocessing.objects(next(job.probabilities()))
+
+
+def segment(model, image: np.ndarray, threshold: float | None = None, min_size: int | None = None,
+            split: str | None = None, tile=None, tta: int = 1, engine: str = "tensorflow",
+            diameter: float | None = None, precision: str = "float32") -> np.ndarray:
+    """Objects of ``image`` as ``keras-unet predict MODEL --format instances`` makes them: the
+    model of a run folder, ``.keras`` file or shipped name, with the run's post-processing (the
+    keywords given override it). ``diameter``: the objects' typical diameter in ``image`` (px),
+    to resize it to what the model learned. ``engine``, ``precision``: what runs the network
+    (``auto`` for each: the fastest here; bfloat16 only on a CPU that has it natively)."""
+    predictor = Predictor.of(model, threshold=threshold, min_size=min_size, split=split, diameter=diameter)
+    return predictor.segment(image, Options(tile=tile, tta=tta, engine=engine, precision=precision))

@@ -1,0 +1,114 @@
+"""The one model handle (keras_unet.predictor) and the one post-processing value
+(keras_unet.postprocess.PostProcessing): objects against an independent computation, the record
+read and the network loaded once, the record's rules, and a library call of a big image with
+``engine="auto"`` that resolves once."""
+import json
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+import keras_unet
+from keras_unet import jobs, runs
+from keras_unet.errors import SettingsError
+from keras_unet.postprocess import PostProcessing
+from keras_unet.predictor import Options, Predictor
+
+from test_cli import threshold_model
+
+
+def blobs() -> np.ndarray:
+    """Gray image: bright discs (object where > 127.5 for the threshold model) of areas from ~12
+    to ~300 px, none touching, no holes, on a dark background with a dim ramp."""
+    yy, xx = np.mgrid[:120, :150]
+    image = (xx / 150 * 60).astype(np.uint8)
+    for (r, c), radius in zip([(20, 20), (25, 70), (30, 120), (80, 30), (90, 90), (95, 130)], [2, 4, 6, 3, 9, 5]):
+        image[(yy - r) ** 2 + (xx - c) ** 2 <= radius ** 2] = 220
+    return image
+
+
+def canonical(labels: np.ndarray) -> np.ndarray:
+    """Labels renumbered in raster order of first appearance: equal partitions compare equal."""
+    flat = labels.ravel()
+    values, first = np.unique(flat[flat > 0], return_index=True)
+    order = values[np.argsort(first)]
+    lookup = np.zeros(int(labels.max()) + 1, np.int64)
+    lookup[order] = np.arange(1, len(order) + 1)
+    return lookup[labels]
+
+
+@pytest.fixture(scope="module")
+def run_folder(tmp_path_factory):
+    """A run folder of the threshold model with a recorded choice: p >= 0.5, objects under 30 px dropped."""
+    folder = tmp_path_factory.mktemp("run")
+    threshold_model(folder / runs.MODEL)
+    (folder / runs.CONFIG).write_text(json.dumps({"postprocessing": {"threshold": 0.5, "min_size": 30,
+                                                                     "split": "none"}, "object_diameter": 10.0}))
+    return folder
+
+
+def test_objects_equal_connected_components_of_the_threshold_minus_the_small_ones(run_folder):
+    image = blobs()
+    reference, count = ndimage.label(image > 127.5)  # 4-connected, what the model's p >= 0.5 is
+    sizes = ndimage.sum(np.ones_like(reference), reference, index=np.arange(1, count + 1))
+    reference[np.isin(reference, 1 + np.flatnonzero(sizes < 30))] = 0
+    found = keras_unet.segment(run_folder, image)
+    assert 3 <= len(np.unique(reference)) - 1 < count  # some objects dropped, some kept
+    np.testing.assert_array_equal(canonical(found), canonical(reference))
+    kept_all = keras_unet.segment(run_folder, image, min_size=0)  # given: the run's choice replaced
+    assert len(np.unique(kept_all)) - 1 == count
+
+
+def test_the_record_is_read_once_and_the_network_loaded_once(run_folder, tmp_path, monkeypatch):
+    import keras
+
+    reads, loads = [], []
+    read_json, load_model = runs.read_json, keras.models.load_model
+    monkeypatch.setattr(runs, "read_json", lambda path: reads.append(str(path)) or read_json(path))
+    monkeypatch.setattr(keras.models, "load_model", lambda *a, **k: loads.append(a) or load_model(*a, **k))
+    folder = tmp_path / "copy"
+    folder.mkdir()
+    for name in (runs.MODEL, runs.CONFIG):
+        (folder / name).write_bytes((run_folder / name).read_bytes())
+    for _ in range(3):
+        predictor = Predictor.of(folder)
+        predictor.segment(blobs())
+    assert len(loads) == 1  # the one cache
+    # once per handle, and once more when the network is loaded (its recorded architecture)
+    assert len([r for r in reads if r.endswith(runs.CONFIG)]) == 3 + len(loads)
+
+
+def test_the_post_processing_value_follows_the_record_and_what_is_given():
+    three = PostProcessing.of_record({"config": {"target": "three_class", "n_classes": 3}, "min_object_size": 12})
+    assert (three.split, three.min_size, three.threshold, three.chosen) == ("boundary", 12, None, False)
+    chosen = PostProcessing.of_record({"postprocessing": {"threshold": 0.7, "min_size": 36, "split": "watershed"}})
+    assert (chosen.threshold, chosen.min_size, chosen.split, chosen.chosen) == (0.7, 36, "watershed", True)
+    assert PostProcessing.of_record({}) == PostProcessing()
+    given = chosen.given(threshold=0.4, split="none")
+    assert (given.threshold, given.min_size, given.split) == (0.4, 36, "none")
+    sized = chosen.at_diameter(40.0, learned=20.0)  # objects twice the learned size: images halved
+    assert sized.scale == 0.5 and sized.min_size == 144
+    assert chosen.at_diameter(None, learned=None) == chosen
+    with pytest.raises(SettingsError, match="records no object diameter"):
+        chosen.at_diameter(30.0, learned=None)
+    with pytest.raises(SettingsError, match="not one of none, watershed, boundary"):
+        chosen.given(split="voronoi")
+    assert chosen.in_tf_ops() and "watershed" in chosen.in_tf_ops() and given.in_tf_ops() is None
+    assert chosen.described() == "p >= 0.7, under 36 px dropped, split watershed (chosen on the run's validation data)"
+
+
+def test_a_library_big_image_job_with_auto_engine_runs(run_folder, tmp_path):
+    """``jobs.predict_big`` called from the library with ``auto`` engine and precision resolves
+    them once for the job (it once reached a forward of engine "auto", which does not exist)."""
+    import zarr
+
+    from test_bigimages import write_ome_zarr
+
+    image = blobs()
+    source = write_ome_zarr(tmp_path / "blobs.ome.zarr", image, "yx")
+    request = jobs.Request(out_dir=str(tmp_path), kind="instances", block=64,
+                           options=Options(engine="auto", precision="auto"),
+                           postprocessing=Predictor.of(run_folder).postprocessing)
+    out = jobs.predict_big(run_folder / runs.MODEL, jobs.Source(str(source)), tmp_path / "out.ome.zarr", request)
+    labels = np.asarray(zarr.open_array(str(out / "labels" / "instances" / "0"), mode="r"))
+    np.testing.assert_array_equal(canonical(labels), canonical(keras_unet.segment(run_folder, image)))
