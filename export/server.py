@@ -15,7 +15,8 @@ What it refuses, each with HTTP 400 and ``{"error": "..."}`` in one line: a body
 JSON or over :data:`MAX_BODY`, an unknown signature, an input of the wrong rank, channels or
 type, an image over :data:`MAX_PIXELS`. The SavedModel's own checks (a tile of the wrong size)
 come back as 400 too. Any other failure is a 500 with its message; none stops the server. At
-most ``--workers`` requests run the network at once (the rest wait), which bounds memory.
+most ``--workers`` requests are parsed and run at once (the rest wait), which bounds memory: a
+JSON image costs some 30 bytes a number in Python before it is an array.
 
 Why our own and not a framework's: the standard library's ``ThreadingHTTPServer`` is enough for
 this API, adds no dependency, and the load benchmark (benchmarks/serving_load.py) measures it.
@@ -31,7 +32,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-MAX_BODY = 256 * 1024 * 1024  # bytes of JSON: a 2048x2048 image is about 60 MB of it
+MAX_BODY = 64 * 1024 * 1024  # bytes of JSON: a 2048x2048 image is about 25-60 MB of it
+DRAIN = 1024 * 1024 * 1024  # a body over MAX_BODY is read and dropped up to this, to answer it
 MAX_PIXELS = 4096 * 4096  # per image: beyond it a request is refused, not tried
 
 
@@ -73,7 +75,7 @@ class Model:
         self.loaded = tf.saved_model.load(str(self.folder))
         self.signatures = dict(self.loaded.signatures)
         self.specs = {key: fn.structured_input_signature[1]["image"] for key, fn in self.signatures.items()}
-        self.gate = threading.BoundedSemaphore(max(1, workers))
+        self.gate = threading.BoundedSemaphore(max(1, workers))  # requests parsed and run at once
         self.state = "LOADING"
 
     def warm_up(self, tile: int = 188) -> None:
@@ -110,11 +112,10 @@ class Model:
 
     def run(self, signature: str, image) -> dict:
         tf = self.tf
-        with self.gate:
-            try:
-                outputs = self.signatures[signature](image=tf.constant(image))
-            except tf.errors.InvalidArgumentError as err:  # the SavedModel's own checks
-                raise Refused(reason(err.message)) from None
+        try:
+            outputs = self.signatures[signature](image=tf.constant(image))
+        except tf.errors.InvalidArgumentError as err:  # the SavedModel's own checks
+            raise Refused(reason(err.message)) from None
         return {key: value.numpy().tolist() for key, value in outputs.items()}
 
 
@@ -143,11 +144,25 @@ def make_handler(model: Model):
 
         def do_POST(self):
             try:
-                self._send(200, self._predict())
+                with model.gate:  # parsing a large body costs as much memory as running it
+                    answer = self._predict()
+                self._send(200, answer)
             except Refused as err:
                 self._send(400, {"error": str(err)})
             except Exception as err:  # a bug or a resource error: answered, never the end of the server
                 self._send(500, {"error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"})
+
+        def _drop(self, length: int) -> None:
+            """Read and drop a body too big to parse, in small pieces, so the client (which sends
+            it all before it reads) gets the answer; past :data:`DRAIN` the connection is closed."""
+            left = min(length, DRAIN)
+            while left > 0:
+                chunk = self.rfile.read(min(left, 1 << 20))
+                if not chunk:
+                    break
+                left -= len(chunk)
+            if length > DRAIN:
+                self.close_connection = True
 
         def _predict(self) -> dict:
             if self.path != f"{prefix}:predict":
@@ -156,8 +171,8 @@ def make_handler(model: Model):
             if length <= 0:
                 raise Refused("empty body; send JSON with 'inputs' or 'instances'")
             if length > MAX_BODY:
-                self.close_connection = True  # the body is not read: the connection cannot be reused
-                raise Refused(f"body of {length} bytes is over this server's {MAX_BODY}")
+                self._drop(length)
+                raise Refused(f"body of {length} bytes is over this server's {MAX_BODY}; send smaller images")
             try:
                 request = json.loads(self.rfile.read(length))
             except ValueError as err:

@@ -50,3 +50,31 @@ def test_packaging_maps_cli_and_export_into_the_package():
 
     assert Path(keras_unet.cli.__file__).parent == ROOT / "cli"
     assert Path(keras_unet.export.__file__).parent == ROOT / "export"
+
+
+def test_the_readme_python_calls_exist():
+    """Every ``module.function(`` of a keras_unet module that a README Python block imports exists
+    (the README's examples follow the library when it moves)."""
+    import importlib
+
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    assert blocks
+    missing = []
+    for block in blocks:
+        compile(block, "README.md", "exec")
+        names = {}
+        for module, listed in re.findall(r"^from (keras_unet[\w.]*) import (.+)$", block, flags=re.M):
+            for name in (n.strip() for n in listed.split(",")):
+                names[name] = (module, name)
+        names.update({m: (m, None) for m in re.findall(r"^import (keras_unet)$", block, flags=re.M)})
+        for name, attribute in re.findall(r"\b(\w+)\.(\w+)\(", block):
+            if name not in names:
+                continue
+            module, member = names[name]
+            try:
+                found = importlib.import_module(f"{module}.{member}") if member else importlib.import_module(module)
+            except ImportError:
+                found = getattr(importlib.import_module(module), member)
+            if not hasattr(found, attribute):
+                missing.append(f"{name}.{attribute}")
+    assert not missing, f"README calls what the library does not have: {missing}"
