@@ -127,6 +127,8 @@ def main():
     failed_valid = sum(1 for r in good if r[1] != 200)
     readable = sum(1 for r in bad if r[1] == 400 and r[2].get("error") and "\n" not in r[2]["error"])
     latencies = np.array([r[3] for r in good if r[1] == 200])
+    for kind, status, value, _ in [r for r in good if r[1] != 200][:5] + [r for r in bad if r[1] != 400][:5]:
+        print(f"{kind} request answered {status}: {value.get('error')}", file=sys.stderr)
     growth = memory["end"] - memory["after 1,000"]
     rows = [[args.requests, args.clients, f"{len(good)} / {len(bad)}", f"{len(good) / wall:.1f}",
              f"{1000 * np.percentile(latencies, 50):.0f}", f"{1000 * np.percentile(latencies, 99):.0f}",

@@ -219,6 +219,26 @@ def engine_option(fn):
                              "conversion.")(fn)
 
 
+class Diameter(click.ParamType):
+    """``--diameter``: a size in px (at least 1) or ``auto``."""
+
+    name = "PX|auto"
+
+    def convert(self, value, param, ctx):
+        if value is None or value == "auto" or isinstance(value, float):
+            return value
+        try:
+            number = float(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a size in px nor auto", param, ctx)
+        if number < 1.0:
+            self.fail(f"{value} px: give at least 1 px, or auto", param, ctx)
+        return number
+
+
+DIAMETER = Diameter()
+
+
 def predictor_of(model_path, threshold=None, min_size=None, split=None, diameter=None, announce: bool = False):
     """The model's handle (:class:`keras_unet.predictor.Predictor`) with the post-processing
     options given, said in one line where ``announce``; and the resize for ``--diameter``."""
@@ -228,7 +248,10 @@ def predictor_of(model_path, threshold=None, min_size=None, split=None, diameter
     chosen = predictor.postprocessing
     if announce:
         click.echo(f"objects: {chosen.described('; --threshold, --min-size, --split override')}")
-    if diameter is not None:
+    if diameter == "auto":
+        click.echo(f"objects' diameter measured in each image; images resized so that they have the "
+                   f"{predictor.object_diameter:g} px the model learned")
+    elif diameter is not None:
         click.echo(f"images resized by {chosen.scale:.3g} for the network: objects of {diameter:g} px to the "
                    f"{chosen.scale * diameter:.3g} px it learned")
     return predictor
@@ -258,10 +281,10 @@ def predictor_of(model_path, threshold=None, min_size=None, split=None, diameter
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=None,
               help="Two classes: object where p >= threshold [the run's choice on its validation data, else argmax].")
 @engine_option
-@click.option("--diameter", type=click.FloatRange(min=1.0, min_open=False), default=None,
+@click.option("--diameter", type=DIAMETER, default=None,
               help="Typical diameter (px) of the objects in these images: each is resized so that its objects "
-                   "have the size the model learned (keras-unet models says it), and the results back "
-                   "[as they are].")
+                   "have the size the model learned (keras-unet models says it), and the results back; auto: "
+                   "measured image by image (a search over scales) [as they are].")
 @click.option("--block", type=click.IntRange(min=16), default=None,
               help="Predict block by block (px, a multiple of 16) into an OME-Zarr store: memory set by the block, "
                    "not the image [1024 for OME-Zarr inputs; TIFFs only when given].")
@@ -321,11 +344,12 @@ def predict(model_path, inputs, out_dir, tile, batch_size, memory_mb, tta, kind,
                 continue
             for warning in job.warnings:
                 click.echo(f"warning: {warning}", err=True)
+            sized = f"objects ~{job.diameter:g} px, " if job.diameter else ""
             label = (f"[{number}/{len(files)}] {path.name} ({len(job.pages)} page{'s' * (len(job.pages) > 1)}, "
-                     f"tiles, {job.engine} {job.precision})")
+                     f"{sized}tiles, {job.engine} {job.precision})")
             with click.progressbar(length=job.total_tiles, label=label, show_pos=True) as bar:
                 probabilities = list(job.probabilities(bar.update))
-            written = finisher.submit(job, probabilities, Path(out_dir), kind, predictor.postprocessing)
+            written = finisher.submit(job, probabilities, Path(out_dir), kind)
             click.echo(f"  -> {written}")
     _fail_partly(failed, len(files))
 
@@ -432,7 +456,7 @@ def models():
               help="First choose the post-processing (threshold, min size, split) that scores best on these "
                    "labelled images and write it into the run folder, as fit does on its validation images.")
 @engine_option
-@click.option("--diameter", type=click.FloatRange(min=1.0), default=None,
+@click.option("--diameter", type=DIAMETER, default=None,
               help="Typical diameter (px) of the objects in these images: resized to what the model learned, as "
                    "predict --diameter does [as they are].")
 @user_errors
@@ -445,6 +469,9 @@ def evaluate(model_path, data_dir, out_dir, tile, batch_size, tta, threshold, sw
     if calibrate and diameter:
         raise InputError("--calibrate records sizes at the model's own scale; leave out --diameter (or fine-tune "
                          "on these images with fit --from)")
+    if diameter == "auto":
+        raise InputError("evaluate takes --diameter in px (the same for every image); --diameter auto is for "
+                         "predict, the widget and keras_unet.segment")
     if out_dir:
         ensure_writable_folder(out_dir)
     predictor = predictor_of(model_path, threshold, min_size, split, diameter)

@@ -88,7 +88,9 @@ class Model:
             self.run(key, image[None] if spec.shape.rank == 4 else image)
         self.state = "AVAILABLE"
 
-    def check(self, signature: str, image) -> "np.ndarray":  # noqa: F821
+    def check(self, signature: str, image):
+        """The request's ``image`` as a float32 array of ``signature``'s rank and channels, within
+        the size limit; :class:`Refused` with what is wrong otherwise."""
         import numpy as np
 
         spec = self.specs.get(signature)
@@ -202,6 +204,8 @@ def serve(base, port: int = 8501, name: str = "unet", workers: int | None = None
     """Load, warm up and serve until interrupted; ``ready(server)`` is called once it answers."""
     model = Model(Path(base), name, workers or os.cpu_count() or 1)
     model.warm_up()
+    # the standard library's listen backlog is 5: more clients than that at once would be refused
+    ThreadingHTTPServer.request_queue_size = 256
     server = ThreadingHTTPServer((host, port), make_handler(model))
     server.daemon_threads = True
     print(f"serving {model.folder} as {name} (version {model.version}) on http://{host}:{server.server_port}",

@@ -5,7 +5,7 @@ network), ``settings`` (training settings and presets), ``errors`` (the user-inp
 ``files`` (atomic writes), ``runs`` (the run folder's record), ``subprocesses`` (fresh processes'
 environment), ``synthetic`` (the embedded default data), ``weights`` (weight maps), ``losses``,
 ``metrics`` (pixel, challenge and object metrics), ``instances`` (objects from probabilities),
-``postprocess`` (the post-processing value and its search), ``predictor`` (the one model handle),
+``postprocess`` (the post-processing value and its search), ``predictor`` (the one model handle), ``diameter`` (the objects' size estimated),
 ``data`` (reading datasets), ``normalize`` (input normalisation), ``augment`` (TF-op
 augmentation), ``pipeline`` (tf.data), ``budget`` (the training schedule planner), ``tiling``
 (overlap-tile prediction), ``engines`` and ``precision`` (what runs the network, in float32 or

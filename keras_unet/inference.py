@@ -156,13 +156,18 @@ class PredictionJob:
     Split in two so a caller can show what is coming (``warnings``, ``total_tiles`` for a progress
     bar) before the work starts. ``pages`` (each ``(H, W)`` or ``(H, W, C)``) in place of reading
     ``path``: the napari widget predicts a layer exactly as ``predict`` predicts a file.
+    ``postprocessing``: how the file's objects are made (:meth:`run`, :meth:`finish`); its
+    ``scale`` is what the pages are resized by where ``scale`` is not given.
     """
 
     def __init__(self, model, path, tile=None, batch_size: int = 1, memory_mb: int = 4096, tta: int = 1,
-                 engine: str = "tensorflow", pages: list[np.ndarray] | None = None, scale: float = 1.0,
-                 precision: str = "float32", job_files: int = 1):
+                 engine: str = "tensorflow", pages: list[np.ndarray] | None = None, scale: float | None = None,
+                 precision: str = "float32", job_files: int = 1, postprocessing: PostProcessing = PostProcessing()):
         config = unet_config(model)
         self.model, self.path, self.batch_size, self.tta, self.memory_mb = model, Path(path), batch_size, tta, memory_mb
+        self.postprocessing = postprocessing
+        self.diameter = None  # px, the objects' size measured in the image (--diameter auto), where it was
+        scale = postprocessing.scale if scale is None else scale
         self.pages = data.read_pages(path) if pages is None else pages
         self.warnings = list(dict.fromkeys(w for page in self.pages for w in check_image(page, config, path)))
         # scale != 1 (predict --diameter): the network sees each page resized so that its objects
@@ -187,14 +192,13 @@ class PredictionJob:
                                                   self.memory_mb, self.engine, self.precision)
             yield probabilities if probabilities.shape[:2] == shape else resized(probabilities, shape)
 
-    def run(self, out_dir: Path, kind: str, postprocessing: PostProcessing = PostProcessing(), progress=None) -> Path:
+    def run(self, out_dir: Path, kind: str, progress=None) -> Path:
         """Predict every page and write the ``kind`` of output (see :func:`write_prediction`)."""
-        return self.finish(list(self.probabilities(progress)), out_dir, kind, postprocessing)
+        return self.finish(list(self.probabilities(progress)), out_dir, kind)
 
-    def finish(self, probabilities: list, out_dir: Path, kind: str,
-               postprocessing: PostProcessing = PostProcessing()) -> Path:
+    def finish(self, probabilities: list, out_dir: Path, kind: str) -> Path:
         """Make the ``kind`` of output of the pages' ``probabilities`` and write it."""
-        outputs = [postprocessing.output(p, kind) for p in probabilities]
+        outputs = [self.postprocessing.output(p, kind) for p in probabilities]
         return write_prediction(output_path(out_dir, self.path, kind), outputs, kind)
 
 
@@ -215,14 +219,15 @@ def job_backend(model, paths: list, tile=None, batch_size: int = 1, memory_mb: i
     return "tensorflow", "float32"
 
 
-def prefetched_jobs(model, paths, engine: str = "tensorflow", precision: str = "float32", **options):
+def prefetched_jobs(model, paths, engine: str = "tensorflow", precision: str = "float32", make=None, **options):
     """``(path, PredictionJob or None, problem or None)`` of each of ``paths`` in order, the next
     job made (read, checked, its tiles planned) in a background thread while the caller predicts
     the current one. A file that cannot be used (unreadable, truncated, empty, wrong channels: a
     :class:`DataError` or OS error) comes with its one-line problem instead of a job, so one bad
     file does not stop a collection. The first good file resolves the engine and precision for the
     whole job (:func:`job_backend`); the rest use them. ``options``: the other
-    :class:`PredictionJob` keywords."""
+    :class:`PredictionJob` keywords; ``make(path, engine=, precision=, job_files=)``: what makes a
+    job in place of :class:`PredictionJob` (a :class:`keras_unet.predictor.Predictor`'s)."""
     from concurrent.futures import ThreadPoolExecutor
     from keras_unet.errors import user_message
 
@@ -230,6 +235,8 @@ def prefetched_jobs(model, paths, engine: str = "tensorflow", precision: str = "
 
     def made(path, files: int = 1):
         try:
+            if make is not None:
+                return make(path, engine=engine, precision=precision, job_files=files), None
             return PredictionJob(model, path, engine=engine, precision=precision, job_files=files, **options), None
         except (data.DataError, OSError) as err:
             return None, user_message(err)
@@ -258,13 +265,12 @@ class Finisher:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="keras-unet-write")
         self._pending = []
 
-    def submit(self, job: "PredictionJob", probabilities: list, out_dir: Path, kind: str,
-               postprocessing: PostProcessing = PostProcessing()) -> Path:
+    def submit(self, job: "PredictionJob", probabilities: list, out_dir: Path, kind: str) -> Path:
         """Make ``kind`` of the pages' ``probabilities`` and write it, in the background."""
         for done in [f for f in self._pending if f.done()]:  # an error stops the job at the next file
             self._pending.remove(done)
             done.result()
-        self._pending.append(self._pool.submit(job.finish, probabilities, out_dir, kind, postprocessing))
+        self._pending.append(self._pool.submit(job.finish, probabilities, out_dir, kind))
         return output_path(out_dir, job.path, kind)
 
     def __enter__(self):

@@ -298,9 +298,9 @@ def predict_file(model_path: str, path: str, request: Request) -> str:
     """One task: a whole image file predicted and its output written (atomically)."""
     from keras_unet.inference import PredictionJob
 
-    job = PredictionJob(worker_model(str(model_path)), path, scale=request.postprocessing.scale,
+    job = PredictionJob(worker_model(str(model_path)), path, postprocessing=request.postprocessing,
                         **request.options.job_keywords())
-    return str(job.run(Path(request.out_dir), request.kind, request.postprocessing))
+    return str(job.run(Path(request.out_dir), request.kind))
 
 
 def predict_files(model_path, paths: list, request: Request, client=None, progress=None) -> list[str]:

@@ -10,7 +10,9 @@ How the network runs over an image (tile, batch, memory, TTA, engine, precision)
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -49,19 +51,31 @@ class Predictor:
     model: object
     record: dict
     postprocessing: PostProcessing
+    given: dict = field(default_factory=dict)  # what the caller gave in place of the run's (not None)
+    auto_diameter: bool = False  # each image's objects measured first (keras_unet.diameter)
 
     @classmethod
     def of(cls, model, *, threshold: float | None = None, min_size: int | None = None, split: str | None = None,
-           diameter: float | None = None) -> "Predictor":
+           diameter: float | str | None = None) -> "Predictor":
         """The handle of ``model``: a run folder, a ``.keras`` file or a shipped model's name
         (``nuclei``). The keywords given (not None) replace the run's post-processing;
         ``diameter`` (px, the objects in the images to predict) resizes the images so their
-        objects have the size the model learned."""
+        objects have the size the model learned; ``"auto"``: estimated image by image
+        (:func:`keras_unet.diameter.estimate`)."""
         path = inference.resolve_model_path(model)
         record = runs.record(path)
-        chosen = (PostProcessing.of_record(record).at_diameter(diameter, record.get("object_diameter"), source=model)
-                  .given(threshold=threshold, min_size=min_size, split=split))
-        return cls(path=path, model=inference.load_model_cached(path), record=record, postprocessing=chosen)
+        auto = diameter == "auto"
+        if auto and not record.get("object_diameter"):
+            from keras_unet.errors import SettingsError
+
+            raise SettingsError(f"{model}: the model records no object diameter, so --diameter auto cannot size the "
+                                "images for it; give the diameter in px")
+        given = {k: v for k, v in {"threshold": threshold, "min_size": min_size, "split": split}.items()
+                 if v is not None}
+        chosen = (PostProcessing.of_record(record)
+                  .at_diameter(None if auto else diameter, record.get("object_diameter"), source=model).given(**given))
+        return cls(path=path, model=inference.load_model_cached(path), record=record, postprocessing=chosen,
+                   given=given, auto_diameter=auto)
 
     @property
     def config(self) -> dict:
@@ -102,23 +116,49 @@ class Predictor:
         self.calibration_run().update(postprocessing={**chosen, "data": str(data)})
         return chosen
 
+    def postprocessing_for(self, image: np.ndarray, options: Options = Options()) -> tuple[PostProcessing, float | None]:
+        """``(post-processing, objects' diameter)`` for ``image``: this handle's, and with
+        ``diameter="auto"`` scaled to the diameter estimated in it (None where none is found:
+        the image is predicted as it is)."""
+        if not self.auto_diameter:
+            return self.postprocessing, None
+        from keras_unet import diameter
+
+        found = diameter.estimate(self, image, Options(engine=options.engine, precision=options.precision)).diameter
+        if found is None or abs(np.log(found / self.object_diameter)) < np.log(diameter.DEAD_ZONE):
+            return self.postprocessing, found  # near the learned size: predicted as it is
+        own = PostProcessing.of_record(self.record).at_diameter(found, self.object_diameter).given(**self.given)
+        return own, found
+
     def job(self, path, options: Options = Options(), pages: list | None = None,
             job_files: int = 1) -> inference.PredictionJob:
-        """The :class:`keras_unet.inference.PredictionJob` of one image file (or its ``pages``)."""
-        return inference.PredictionJob(self.model, path, pages=pages, scale=self.postprocessing.scale,
-                                       job_files=job_files, **options.job_keywords())
+        """The :class:`keras_unet.inference.PredictionJob` of one image file (or its ``pages``),
+        with the post-processing of :meth:`postprocessing_for` its first page."""
+        from keras_unet import data
+
+        pages = data.read_pages(path) if pages is None else pages
+        chosen, found = self.postprocessing_for(pages[0], options) if pages else (self.postprocessing, None)
+        job = inference.PredictionJob(self.model, path, pages=pages, postprocessing=chosen, job_files=job_files,
+                                      **options.job_keywords())
+        job.diameter = found
+        return job
 
     def jobs(self, paths, options: Options = Options()):
         """``(path, job or None, problem or None)`` of each file, read ahead
         (:func:`keras_unet.inference.prefetched_jobs`)."""
-        return inference.prefetched_jobs(self.model, paths, scale=self.postprocessing.scale, **options.job_keywords())
+        def make(path, engine, precision, job_files):
+            return self.job(path, dataclasses.replace(options, engine=engine, precision=precision),
+                            job_files=job_files)
+
+        return inference.prefetched_jobs(self.model, paths, engine=options.engine, precision=options.precision,
+                                         make=make)
 
     def segment(self, image: np.ndarray, options: Options = Options(engine="tensorflow", precision="float32"),
                 name: str = "image") -> np.ndarray:
         """The objects of ``image`` (``(H, W)`` or ``(H, W, C)``) as ``predict --format
         instances`` makes them."""
         job = self.job(name, options, pages=[image])
-        return self.postprocessing.objects(next(job.probabilities()))
+        return job.postprocessing.objects(next(job.probabilities()))
 
 
 def segment(model, image: np.ndarray, threshold: float | None = None, min_size: int | None = None,

@@ -112,3 +112,48 @@ def test_a_library_big_image_job_with_auto_engine_runs(run_folder, tmp_path):
     out = jobs.predict_big(run_folder / runs.MODEL, jobs.Source(str(source)), tmp_path / "out.ome.zarr", request)
     labels = np.asarray(zarr.open_array(str(out / "labels" / "instances" / "0"), mode="r"))
     np.testing.assert_array_equal(canonical(labels), canonical(keras_unet.segment(run_folder, image)))
+
+
+def test_the_diameter_is_found_by_the_scale_search(run_folder):
+    """The threshold model finds every disc at any scale, so its consistent scale is where the
+    discs have the 10 px the run records: the estimate is the discs' true diameter."""
+    from keras_unet import diameter
+
+    yy, xx = np.mgrid[:200, :200]
+    image = np.full((200, 200), 30, np.uint8)
+    centres = [(30 + 46 * i, 30 + 46 * j) for i in range(4) for j in range(4)]
+    for r, c in centres:
+        image[(yy - r) ** 2 + (xx - c) ** 2 <= 9 ** 2] = 220  # 253 px each: 17.9 px equivalent diameter
+    true, count = diameter.median_diameter(ndimage.label(image > 127.5)[0])
+    assert count == 16 and 17 < true < 19
+    predictor = Predictor.of(run_folder, diameter="auto", min_size=0)
+    found = diameter.estimate(predictor, image)
+    assert abs(found.diameter - true) / true < 0.1, found
+    best = min(found.trials, key=lambda t: t.score)
+    assert abs(best.scale - 10.0 / true) / (10.0 / true) < 0.3  # the scale that shows them at 10 px
+    job = predictor.job("discs", pages=[image])
+    assert job.diameter == found.diameter and job.postprocessing.scale == pytest.approx(10.0 / found.diameter)
+    assert len(np.unique(predictor.segment(image))) - 1 == 16
+
+
+def test_diameter_auto_refusals(run_folder, tmp_path):
+    from click.testing import CliRunner
+
+    from keras_unet import data
+    from keras_unet.cli.main import main
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    threshold_model(bare / runs.MODEL)  # no record: no learned diameter
+    data.write_image(tmp_path / "a.png", blobs())
+    cases = [(["predict", bare, tmp_path / "a.png", "--diameter", "auto"], "records no object diameter"),
+             (["predict", run_folder, tmp_path / "a.png", "--diameter", "0.5"], "give at least 1 px, or auto"),
+             (["predict", run_folder, tmp_path / "a.png", "--diameter", "big"], "neither a size in px nor auto"),
+             (["evaluate", run_folder, tmp_path, "--diameter", "auto"], "--diameter auto is for predict")]
+    for args, message in cases:
+        result = CliRunner().invoke(main, [str(a) for a in args])
+        assert result.exit_code == 2 and message in result.output, (args, result.output)
+    result = CliRunner().invoke(main, ["predict", str(run_folder), str(tmp_path / "a.png"), "--diameter", "auto",
+                                       "--format", "instances", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "objects' diameter measured in each image" in result.output and "objects ~" in result.output

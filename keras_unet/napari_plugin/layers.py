@@ -51,6 +51,7 @@ class Segmentation:
     postprocessing: PostProcessing
     engine: str
     precision: str = "float32"
+    diameter: float | None = None  # px, the objects' size measured in the layer (--diameter auto)
 
 
 MIN_SIDE = inference.MIN_SIDE
@@ -83,9 +84,9 @@ def segment_layer(layer_data, request: Request, rgb: bool = False, name: str = "
     """Segment every page of a layer. ``progress(done, total)`` is called with tiles after each
     batch; it may raise (:class:`Cancelled`) to stop, and then nothing is returned."""
     predictor = request.predictor()
-    chosen = predictor.postprocessing
     pages, lead = pages_of(layer_data, rgb, name)
     job = predictor.job(name, request.options, pages=pages)
+    chosen = job.postprocessing
     done = 0
 
     def tiles_done(n: int) -> None:
@@ -107,7 +108,7 @@ def segment_layer(layer_data, request: Request, rgb: bool = False, name: str = "
     label_stack = stacked(labels)
     return Segmentation(labels=None if label_stack is None else label_stack.astype(np.uint32),
                         probabilities=stacked(probabilities), postprocessing=chosen, engine=job.engine,
-                        precision=job.precision)
+                        precision=job.precision, diameter=job.diameter)
 
 
 def layer_name(source: str, model: str, kind: str) -> str:

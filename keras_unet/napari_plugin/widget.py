@@ -49,6 +49,8 @@ class SegmentWidget(Container):
         self.diameter = SpinBox(label="object diameter (px, 0 = as trained)", value=0, min=0, max=10_000,
                                 tooltip="the objects' typical diameter in this image: it is resized so that they "
                                         "have the size the model learned (predict --diameter)")
+        self.measure = CheckBox(text="measure the diameter (auto)", value=False,
+                                tooltip="find the objects' size in the image itself (predict --diameter auto)")
         self.threshold = FloatSpinBox(label="threshold (0 = argmax)", value=0.0, min=0.0, max=1.0, step=0.05)
         self.min_size = SpinBox(label="min object size (px)", value=0, min=0, max=10**7)
         self.split = ComboBox(label="split touching", choices=SPLITS, value="none")
@@ -61,7 +63,7 @@ class SegmentWidget(Container):
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="tiles", value=0, min=0, max=1)
         self.status = Label(value="")
-        self.extend([self.model, self.path, self.image, self.tile, self.tta, self.diameter, self.threshold, self.min_size, self.split,
+        self.extend([self.model, self.path, self.image, self.tile, self.tta, self.diameter, self.measure, self.threshold, self.min_size, self.split,
                      self.precision, self.objects, self.probabilities, self.run_button, self.cancel_button, self.progress, self.status])
         self.worker = None
         self._cancel = threading.Event()
@@ -114,7 +116,7 @@ class SegmentWidget(Container):
 
         given = {"threshold": changed("threshold", self.threshold.value or None),
                  "min_size": changed("min_size", self.min_size.value), "split": changed("split", self.split.value),
-                 "diameter": self.diameter.value or None}
+                 "diameter": "auto" if self.measure.value else (self.diameter.value or None)}
         return layers.Request(model=self.model_path(), given=given, objects=self.objects.value,
                               probabilities=self.probabilities.value,
                               options=Options(tile=self.tile.value or None, tta=self.tta.value,
@@ -177,8 +179,9 @@ class SegmentWidget(Container):
         chosen = result.postprocessing
         threshold = "argmax" if chosen.threshold is None else f"p >= {chosen.threshold:g}"
         count = f", {np.unique(result.labels).size - 1} objects" if result.labels is not None else ""
+        sized = f", objects ~{result.diameter:g} px" if result.diameter else ""
         self.status.value = (f"done{count} ({threshold}, min {chosen.min_size} px, split {chosen.split}, "
-                             f"{result.engine} {result.precision})")
+                             f"{result.engine} {result.precision}{sized})")
         return made
 
     def _put(self, name: str, data, kind: str, **kwargs):
