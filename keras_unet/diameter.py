@@ -109,13 +109,12 @@ def with_stability(trials: list) -> list:
     return out
 
 
-def estimate(predictor, image: np.ndarray, options=None, scales=SCALES) -> Estimate:
+def estimate(predictor, image: np.ndarray, options, scales=SCALES) -> Estimate:
     """The median diameter (px) of the objects in ``image`` ``(H, W[, C])`` for ``predictor``
-    (:class:`keras_unet.predictor.Predictor`, whose model records the diameter it learned)."""
+    (:class:`keras_unet.predictor.Predictor`, whose model records the diameter it learned);
+    ``options``: its :class:`keras_unet.predictor.Options` (how the network runs)."""
     from keras_unet.errors import SettingsError
-    from keras_unet.predictor import Options
 
-    options = options or Options(engine="tensorflow", precision="float32")
     learned = predictor.object_diameter
     if not learned:
         raise SettingsError(f"{predictor.path}: the model records no object diameter, so --diameter auto cannot "

@@ -127,12 +127,13 @@ def test_the_diameter_is_found_by_the_scale_search(run_folder):
     true, count = diameter.median_diameter(ndimage.label(image > 127.5)[0])
     assert count == 16 and 17 < true < 19
     predictor = Predictor.of(run_folder, diameter="auto", min_size=0)
-    found = diameter.estimate(predictor, image)
+    found = diameter.estimate(predictor, image, Options(engine="tensorflow", precision="float32"))
     assert abs(found.diameter - true) / true < 0.1, found
     best = min(found.trials, key=lambda t: t.score)
     assert abs(best.scale - 10.0 / true) / (10.0 / true) < 0.3  # the scale that shows them at 10 px
     job = predictor.job("discs", pages=[image])
-    assert job.diameter == found.diameter and job.postprocessing.scale == pytest.approx(10.0 / found.diameter)
+    # 18 px is within DEAD_ZONE (2x) of the learned 10 px: measured, and predicted as it is
+    assert job.diameter == found.diameter and job.postprocessing.scale == 1.0
     assert len(np.unique(predictor.segment(image))) - 1 == 16
 
 

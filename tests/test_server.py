@@ -20,7 +20,7 @@ from conftest import child_env
 @pytest.fixture(scope="module")
 def server(served):
     folder = served[0]
-    process = subprocess.Popen([sys.executable, "-m", "keras_unet.export.server", str(folder.parent), "--port", "0",
+    process = subprocess.Popen([sys.executable, "-m", "keras_unet.export.server", str(folder), "--port", "0",
                                 "--name", "cells", "--workers", "2"], stderr=subprocess.PIPE, text=True,
                                env=child_env())
     line = ""
