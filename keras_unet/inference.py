@@ -80,6 +80,13 @@ def with_run_normalization(model, path: Path):
 MIN_SIDE = 8  # px; smaller images hold no object a U-Net of this project could segment
 
 
+def check_channels(channels: int, config: dict, source) -> None:
+    """A :class:`DataError` naming ``source`` where the model does not take ``channels``."""
+    if channels != config["in_channels"] and not tiling.gray_for_rgb(channels, config["in_channels"]):
+        raise data.DataError(f"{source}: image has {channels} channel(s) but the model takes {config['in_channels']}; "
+                             f"convert it ({'to gray' if config['in_channels'] == 1 else 'to RGB'}) first")
+
+
 def check_image(image: np.ndarray, config: dict, source) -> list[str]:
     """Check an image page against the model it goes to: a :class:`DataError` naming ``source``
     for a side under :data:`MIN_SIDE`, a channel count the model does not take or non-finite
@@ -88,10 +95,7 @@ def check_image(image: np.ndarray, config: dict, source) -> list[str]:
     if image.ndim not in (2, 3) or min(image.shape[:2]) < MIN_SIDE:
         raise data.DataError(f"{source}: image is {'x'.join(map(str, image.shape[:2]))} px, too small to segment "
                              f"(at least {MIN_SIDE}x{MIN_SIDE})")
-    channels = 1 if image.ndim == 2 else image.shape[-1]
-    if channels != config["in_channels"] and not tiling.gray_for_rgb(channels, config["in_channels"]):
-        raise data.DataError(f"{source}: image has {channels} channel(s) but the model takes {config['in_channels']}; "
-                             f"convert it ({'to gray' if config['in_channels'] == 1 else 'to RGB'}) first")
+    check_channels(1 if image.ndim == 2 else image.shape[-1], config, source)
     if image.dtype.kind == "f" and not np.all(np.isfinite(image)):
         raise data.DataError(f"{source}: image has NaN or infinite pixel values; fix them first")
     warnings = []
@@ -219,15 +223,14 @@ def job_backend(model, paths: list, tile=None, batch_size: int = 1, memory_mb: i
     return "tensorflow", "float32"
 
 
-def prefetched_jobs(model, paths, engine: str = "tensorflow", precision: str = "float32", make=None, **options):
+def prefetched_jobs(paths, make, engine: str = "tensorflow", precision: str = "float32"):
     """``(path, PredictionJob or None, problem or None)`` of each of ``paths`` in order, the next
     job made (read, checked, its tiles planned) in a background thread while the caller predicts
     the current one. A file that cannot be used (unreadable, truncated, empty, wrong channels: a
     :class:`DataError` or OS error) comes with its one-line problem instead of a job, so one bad
     file does not stop a collection. The first good file resolves the engine and precision for the
-    whole job (:func:`job_backend`); the rest use them. ``options``: the other
-    :class:`PredictionJob` keywords; ``make(path, engine=, precision=, job_files=)``: what makes a
-    job in place of :class:`PredictionJob` (a :class:`keras_unet.predictor.Predictor`'s)."""
+    whole job (:func:`job_backend`); the rest use them. ``make(path, engine=, precision=,
+    job_files=)`` makes a job (:meth:`keras_unet.predictor.Predictor.job`)."""
     from concurrent.futures import ThreadPoolExecutor
     from keras_unet.errors import user_message
 
@@ -235,9 +238,7 @@ def prefetched_jobs(model, paths, engine: str = "tensorflow", precision: str = "
 
     def made(path, files: int = 1):
         try:
-            if make is not None:
-                return make(path, engine=engine, precision=precision, job_files=files), None
-            return PredictionJob(model, path, engine=engine, precision=precision, job_files=files, **options), None
+            return make(path, engine=engine, precision=precision, job_files=files), None
         except (data.DataError, OSError) as err:
             return None, user_message(err)
 

@@ -153,7 +153,7 @@ def predict_big(model_path, source: Source, out_path, request: "Request", client
 
     import dask
     from keras_unet.files import naming
-    from keras_unet.inference import check_image
+    from keras_unet.inference import check_channels
     from keras_unet.model import unet_config
     from keras_unet.normalize import percentile_values
 
@@ -163,9 +163,7 @@ def predict_big(model_path, source: Source, out_path, request: "Request", client
     block = request.block or DEFAULT_BLOCK
     grid = blocks.block_grid(image.shape, block, config["depth"])
     channels = image.shape[-1]
-    # the checks of a whole image, on a corner of it (its shape and channels; values are the blocks')
-    check_image(np.zeros((*[min(side, 16) for side in image.shape[:2]], channels), np.float32), config,
-                f"{source.path}")
+    check_channels(channels, config, source.path)
     chosen = request.postprocessing
     if request.kind == "instances":
         blocks.check_split(chosen.split)

@@ -150,8 +150,7 @@ class Predictor:
             return self.job(path, dataclasses.replace(options, engine=engine, precision=precision),
                             job_files=job_files)
 
-        return inference.prefetched_jobs(self.model, paths, engine=options.engine, precision=options.precision,
-                                         make=make)
+        return inference.prefetched_jobs(paths, make, engine=options.engine, precision=options.precision)
 
     def segment(self, image: np.ndarray, options: Options = Options(engine="tensorflow", precision="float32"),
                 name: str = "image") -> np.ndarray:
