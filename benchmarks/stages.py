@@ -45,12 +45,12 @@ def stage_seconds(folder: Path, options: list) -> dict:
     """Seconds per stage of one in-process ``predict`` of ``folder`` (the CLI, instrumented)."""
     from click.testing import CliRunner
 
-    from keras_unet import data, engines, inference, normalize, tiling
+    from keras_unet import data, engines, inference, normalize, postprocess, tiling
     from keras_unet.cli.main import main
 
     seconds = defaultdict(float)
     patches = [(data, "read_pages", "reading"), (normalize, "normalize_image", "normalisation"),
-               (tiling, "run_tiles", "tiling + network"), (inference, "instances", "instances"),
+               (tiling, "run_tiles", "tiling + network"), (postprocess.PostProcessing, "objects", "instances"),
                (inference, "write_prediction", "writing")]
     saved = [(module, name, getattr(module, name)) for module, name, _ in patches]
     forward = engines.forward_function

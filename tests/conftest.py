@@ -41,6 +41,12 @@ def shared_data(*parts) -> Path:
     return path
 
 
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: one worker per core, at most 4 (each holds a TensorFlow of 1-2 GB)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cores, 4))
+
+
 @pytest.fixture(autouse=True)
 def _weight_cache(tmp_path, monkeypatch):
     """Every test gets its own weight-map cache."""
