@@ -187,6 +187,9 @@ class PredictionJob:
         self.engine, self.precision = tiling.resolve_engine(model, self.pages[0].shape, engine, self.tiles[0],
                                                             batch_size, memory_mb, tiles=self.total_tiles * job_files,
                                                             precision=precision)
+        # normalised here, once: a collection's next file is made in a background thread while the
+        # network runs on this one (prefetched_jobs)
+        self.pages = [tiling.prepared(model, page) for page in self.pages]
 
     def probabilities(self, progress=None):
         """Each page's ``(H, W, n_classes)`` probabilities in turn; ``progress(tiles)`` after each

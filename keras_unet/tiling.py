@@ -12,6 +12,8 @@ then close to, not equal to, the whole-image prediction.
 from __future__ import annotations
 
 import weakref
+from typing import NamedTuple
+
 import numpy as np
 
 from keras_unet import sizes
@@ -25,11 +27,6 @@ def _padded(image: np.ndarray, plan: sizes.TilePlan, rows: int, cols: int) -> np
     bottom = rows + plan.input_size - plan.margin - height
     right = cols + plan.input_size - plan.margin - width
     return np.pad(image, ((plan.margin, max(bottom, 0)), (plan.margin, max(right, 0)), (0, 0)), mode="reflect")
-
-
-def _as_hwc(image: np.ndarray) -> np.ndarray:
-    image = np.asarray(image, np.float32)
-    return image[..., None] if image.ndim == 2 else image
 
 
 _XLA_FORWARD = weakref.WeakKeyDictionary()
@@ -94,10 +91,29 @@ def normalized_input(model, image: np.ndarray, config: dict):
     return normalize_image(image, config["percentiles"]), network_of(model)
 
 
+class Prepared(NamedTuple):
+    """An image as the network takes it and that network (:func:`normalized_input`), made once:
+    a collection's next file is read and normalised in the background while the network runs on
+    the one before (:func:`keras_unet.inference.prefetched_jobs`)."""
+
+    image: np.ndarray  # (H, W, C) float32, normalised where the model normalises
+    network: object
+
+
+def prepared(model, image: np.ndarray) -> Prepared:
+    """``image`` ``(H, W)`` or ``(H, W, C)`` as :func:`predict_tiled` gives it to the network."""
+    return Prepared(*normalized_input(model, image, unet_config(model)))
+
+
+def _input(model, image, config: dict) -> Prepared:
+    return image if isinstance(image, Prepared) else Prepared(*normalized_input(model, image, config))
+
+
 def predict_tiled(model, image: np.ndarray, tile: int | None = None, batch_size: int = 1,
                   progress=None, memory_mb: int = 4096, jit_compile: bool = False,
                   engine: str = "tensorflow", precision: str = "float32") -> np.ndarray:
-    """Class probabilities ``(H, W, n_classes)`` float32 of ``image`` ``(H, W)`` or ``(H, W, C)``.
+    """Class probabilities ``(H, W, n_classes)`` float32 of ``image`` ``(H, W)`` or ``(H, W, C)``
+(or :class:`Prepared` already).
 
     ``tile`` defaults to the largest valid tile within ``memory_mb`` that the image needs: on a
     CPU one large tile beats several small ones (benchmarks/results/inference.md).
@@ -109,7 +125,7 @@ def predict_tiled(model, image: np.ndarray, tile: int | None = None, batch_size:
     """
     config = unet_config(model)
     depth, padding = config["depth"], config["padding"]
-    image, model = normalized_input(model, image, config)
+    image, model = _input(model, image, config)
     height, width = image.shape[:2]
     plan = sizes.prediction_plan(resolve_tile(model, image.shape, tile, batch_size, memory_mb), depth, padding)
     rows, cols = plan.origins(height), plan.origins(width)
@@ -188,11 +204,12 @@ DIHEDRAL = [(k, flip) for flip in (False, True) for k in range(4)]
 def predict_tta(model, image: np.ndarray, n_transforms: int = 8, **kwargs) -> np.ndarray:
     """Average of :func:`predict_tiled` over the first ``n_transforms`` rotations/flips (1-8);
     the paper's ISBI entry averaged rotated predictions."""
-    image = _as_hwc(image)
+    # normalised once: an image's percentiles are those of each of its rotations and flips
+    image, network = _input(model, image, unet_config(model))
     total = None
     for k, flip in DIHEDRAL[:n_transforms]:
         view = np.rot90(image[:, ::-1] if flip else image, k)
-        probs = np.rot90(predict_tiled(model, np.ascontiguousarray(view), **kwargs), -k)
+        probs = np.rot90(predict_tiled(model, Prepared(np.ascontiguousarray(view), network), **kwargs), -k)
         probs = probs[:, ::-1] if flip else probs
         total = probs if total is None else total + probs
     return total / n_transforms
