@@ -140,8 +140,8 @@ def main():
         order = ["reading", "normalisation", "tiling", "network", "instances", "writing", "other", "whole job"]
         f32 = stages["tensorflow float32"]
         for stage in order:
-            rows.append([stage] + [f"{stages[n][stage]:.2f}" for n in names]
-                        + [" / ".join(f"{f32[stage] / max(stages[n][stage], 1e-9):.2f}x" for n in names[1:])])
+            ratios = [f"{f32[stage] / stages[n][stage]:.2f}x" if stages[n][stage] > 0 else "-" for n in names[1:]]
+            rows.append([stage] + [f"{stages[n][stage]:.2f}" for n in names] + [" / ".join(ratios)])
         base = ends["tensorflow float32"][0]
         rows.append(["end to end, fresh process (s)"] + [f"{ends[n][0]:.1f}" for n in names]
                     + [" / ".join(f"{base / ends[n][0]:.2f}x" for n in names[1:])])
