@@ -101,6 +101,9 @@ FIT_OPTIONS = [
     ("--augment-on", "augment_on", click.Choice(["auto", "host", "device"]),
      "Where augmentation runs: the host's tf.data workers, or the accelerator on batches of windows "
      "[auto: device where a GPU is]."),
+    ("--stain-jitter", "stain_jitter", float,
+     "Jitter the stains of colour images (H&E and others) by this much optical density, as a colour "
+     "augmentation: 0.05 light, 0.2 strong; gray images stay gray [0: off]."),
     ("--select-on", "select_on", click.Choice(["auto", "object_f1", "iou", "loss"]),
      "Validation measure that picks model.keras [auto: object F1 for 2 classes, else IoU]."),
     ("--seed", "seed", int, "Random seed [0]."),
@@ -534,11 +537,13 @@ def evaluate(model_path, data_dir, out_dir, tile, batch_size, tta, threshold, sw
 @click.option("--mask-kind", type=click.Choice(["auto", "binary", "instance", "classes"]), default="auto",
               show_default=True, help="How to read masks (as for fit).")
 @click.option("--classes", "n_classes", type=click.IntRange(min=2), default=2, show_default=True)
+@click.option("--stain-jitter", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
+              help="Draw the samples with fit's --stain-jitter (colour images' stains jittered).")
 @user_errors
-def inspect_data(data_dir, png_path, tile, samples, seed, mask_kind, n_classes):
+def inspect_data(data_dir, png_path, tile, samples, seed, mask_kind, n_classes, stain_jitter):
     """Check a dataset (counts, sizes, mask kinds, class frequencies, what fit would refuse) and
     draw augmented samples."""
-    from keras_unet import data, pipeline, plots, synthetic
+    from keras_unet import augment, data, pipeline, plots, synthetic
     from keras_unet.files import ensure_writable_folder
 
     ensure_writable_folder(Path(png_path).parent)
@@ -551,7 +556,8 @@ def inspect_data(data_dir, png_path, tile, samples, seed, mask_kind, n_classes):
     if dataset.problems:
         raise InputError(f"{len(dataset.problems)} problem(s) found: keras-unet fit would refuse this dataset")
     data.check_tile_fits(dataset, tile)
-    batch = next(iter(pipeline.training_dataset(dataset, tile, samples, value_range=dataset.input_range(), seed=seed)))
+    batch = next(iter(pipeline.training_dataset(dataset, tile, samples, params=augment.AugmentParams(stain=stain_jitter),
+                                                value_range=dataset.input_range(), seed=seed)))
     path = plots.augmented_grid(batch[0].numpy(), batch[1].numpy(), png_path)
     click.echo(f"no problems found; augmented samples -> {path}")
 

@@ -46,6 +46,10 @@ class AugmentParams:
     scale_probability: float = 1.0
     gamma: float = 0.3  # gamma = exp(N(0, gamma))
     noise: float = 0.02  # std of additive Gaussian noise, in units of the input range
+    # Stain jitter of colour images (H&E and other stains), off by default (the paper's images are
+    # gray): each stain's amount scaled by U(1 - s, 1 + s) and shifted by U(-s, s) optical density
+    # (Tellez et al. 2018, "HED jitter"; 0.05 is their light setting). Gray images are left gray.
+    stain: float = 0.0
 
     @classmethod
     def none(cls) -> "AugmentParams":
@@ -176,6 +180,37 @@ def gray_values(image, seed, params: AugmentParams, value_range=(0.0, 1.0)):
     return x * (high - low) + low
 
 
+# Ruifrok & Johnston's stain vectors (rows: haematoxylin, eosin, DAB; RGB optical densities), the
+# colour deconvolution scikit-image's rgb2hed uses; tests hold stain_adjusted to its hed2rgb.
+RGB_FROM_HED = ((0.65, 0.70, 0.29), (0.07, 0.99, 0.11), (0.27, 0.57, 0.78))
+OD_FLOOR = 1e-6  # the smallest transmitted fraction (a black pixel's optical density is finite)
+COLOUR_SPREAD = 0.02  # a pixel whose channels differ by more than this (of the range) makes an image colour
+
+
+def stain_adjusted(rgb, alpha, beta):
+    """``rgb (..., 3)`` transmitted fractions in [0, 1] with each stain's amount (haematoxylin,
+    eosin, DAB; natural-log optical density) scaled by ``alpha (3,)`` and shifted by ``beta (3,)``:
+    ``hed2rgb(rgb2hed(rgb) * alpha + beta / -ln(OD_FLOOR))`` of scikit-image, in TF ops."""
+    to_rgb = tf.constant(RGB_FROM_HED, tf.float32)
+    density = -tf.math.log(tf.maximum(tf.cast(rgb, tf.float32), OD_FLOOR))
+    stains = tf.maximum(tf.tensordot(density, tf.linalg.inv(to_rgb), 1), 0.0) * alpha + beta
+    return tf.clip_by_value(tf.exp(-tf.tensordot(stains, to_rgb, 1)), 0.0, 1.0)
+
+
+def stain_jitter(image, seed, strength: float, value_range=(0.0, 255.0)):
+    """A colour tile ``(h, w, 3)`` of raw values in ``value_range`` with its stains jittered
+    (:func:`stain_adjusted`, alpha ~ U(1 - s, 1 + s), beta ~ U(-s, s) per stain); a gray one
+    (R = G = B, as DSB2018's fluorescence images come) is returned as it is."""
+    low, high = value_range
+    seeds = split_seed(seed, 2)
+    alpha = tf.random.stateless_uniform([3], seeds[0], 1.0 - strength, 1.0 + strength)
+    beta = tf.random.stateless_uniform([3], seeds[1], -strength, strength)
+    x = (tf.cast(image, tf.float32) - low) / (high - low)
+    spread = tf.reduce_max(tf.reduce_max(x, axis=-1) - tf.reduce_min(x, axis=-1))
+    jittered = stain_adjusted(tf.clip_by_value(x, 0.0, 1.0), alpha, beta) * (high - low) + low
+    return tf.where(spread > COLOUR_SPREAD, jittered, tf.cast(image, tf.float32))
+
+
 def tile_centre(seed, height, width, output_size: int):
     """Random source position ``(2,)`` float32 of a tile centre: the output tile inside the image
     where it fits (mirrored context comes from mirror_index). ``seed``: the sample's own seed."""
@@ -208,7 +243,11 @@ def _augment(image, target, weights, origin, centre, seed, input_size, output_si
     margin = (input_size - output_size) // 2
     centre_part = slice(margin, margin + output_size)
     ys_out, xs_out = ys[centre_part, centre_part], xs[centre_part, centre_part]
-    tile = gray_values(sample_bilinear(image, ys, xs, origin), seeds[3], params, value_range)
+    tile = sample_bilinear(image, ys, xs, origin)
+    if params.stain and image.shape[-1] == 3:  # its own stream (fold-in): the other draws stay as they were
+        tile = stain_jitter(tile, tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), 11), params.stain,
+                            value_range)
+    tile = gray_values(tile, seeds[3], params, value_range)
     labels = tf.cast(sample_nearest(target, ys_out, xs_out, origin), tf.float32)
     weight = sample_bilinear(weights[..., None], ys_out, xs_out, origin)[..., 0]
     return tile, tf.stack([labels, weight], axis=-1)

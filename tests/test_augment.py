@@ -108,3 +108,57 @@ def test_intensity_scale_spans_its_range_about_the_low_end():
     assert logs.min() >= np.log(0.1) - 1e-5 and logs.max() <= np.log(2.0) + 1e-5
     assert logs.min() < np.log(0.15) and logs.max() > np.log(1.7)
     assert abs(logs.mean() - np.log(0.1 * 2.0) / 2) < 0.25  # log-uniform: mean at the middle of the logs
+
+
+def _colour_image():
+    """A real H&E-like DSB2018 image (channels differ), its first 96x128 px."""
+    from conftest import shared_data
+    from keras_unet import data
+
+    for path in sorted(shared_data("dsb2018-train", "images").glob("*.png")):
+        image = data.read_image(path)[..., :3]
+        if not (np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2])):
+            return image[:96, :128]
+    raise AssertionError("no colour image in dsb2018-train")
+
+
+def test_stain_adjustment_is_scikit_images_colour_deconvolution():
+    from skimage.color import hed2rgb, rgb2hed
+
+    rgb = _colour_image().astype(np.float64) / 255.0
+    floor = -np.log(augment.OD_FLOOR)  # scikit-image's stains are optical densities / -ln(1e-6)
+    for alpha, beta in (((1.0, 1.0, 1.0), (0.0, 0.0, 0.0)), ((0.8, 1.15, 1.0), (0.1, -0.05, 0.02))):
+        expected = hed2rgb(rgb2hed(rgb) * np.array(alpha) + np.array(beta) / floor)
+        got = augment.stain_adjusted(tf.constant(rgb, tf.float32), tf.constant(alpha), tf.constant(beta)).numpy()
+        np.testing.assert_allclose(got, expected, atol=2e-4)
+    assert np.abs(got - rgb).mean() > 0.01  # the second pair really changed the colours
+
+
+def test_stain_jitter_colours_colour_tiles_only_and_leaves_the_other_draws():
+    colour = _colour_image().astype(np.float32)
+    gray = np.repeat(colour.mean(-1, keepdims=True), 3, axis=-1)
+    target, weights = np.zeros((96, 128), np.int32), np.ones((96, 128), np.float32)
+    plain, stained = augment.AugmentParams(), augment.AugmentParams(stain=0.1)
+
+    def tile(image, params, seed=SEED):
+        return augment.augmented_tile(image, target, weights, seed, 60, 20, params)[0].numpy()
+
+    # a gray image stays gray and gets the very sample it got without stain jitter
+    np.testing.assert_array_equal(tile(gray, stained), tile(gray, plain))
+    before, after = tile(colour, plain), tile(colour, stained)
+    assert np.abs(after - before).mean() > 1.0  # gray levels of 0-255
+    np.testing.assert_array_equal(after, tile(colour, stained))  # reproducible
+    assert np.abs(tile(colour, stained, tf.constant([5, 6], tf.int64)) - after).mean() > 1.0
+
+
+def test_fit_takes_stain_jitter_and_refuses_a_wrong_one(tmp_path):
+    from click.testing import CliRunner
+
+    from keras_unet.cli.main import main
+    from keras_unet.settings import TrainConfig
+
+    assert TrainConfig.from_dict({"stain_jitter": 0.05}).stain_jitter == 0.05
+    assert TrainConfig.from_dict({}).stain_jitter == 0.0  # runs of before: off
+    result = CliRunner().invoke(main, ["fit", "--stain-jitter", "2", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "--stain-jitter must be between 0 and 1" in result.output, result.output
+    assert not (tmp_path / "run").exists()

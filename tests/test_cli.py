@@ -159,6 +159,9 @@ def test_inspect_data_writes_grid(tmp_path):
     assert result.exit_code == 0, result.output
     assert "samples: 2" in result.output and "masks: instance" in result.output
     assert (tmp_path / "grid.png").stat().st_size > 10_000
+    stained = run("inspect-data", tmp_path / "ds", "--out", tmp_path / "stained.png", "--samples", 2, "--tile", 188,
+                  "--stain-jitter", 0.1)
+    assert stained.exit_code == 0 and (tmp_path / "stained.png").is_file(), stained.output
 
 
 # Runs the CLI with a banner written to file descriptor 2 while TensorFlow is imported, as
