@@ -372,7 +372,7 @@ def evaluate_page(page: PredictedPage, postprocessing: PostProcessing = PostProc
     if chosen.split == "boundary":  # a three-class model: its objects are interior and boundary
         prediction = (prediction != 0).astype(np.uint8)
     found = instances_from_probabilities(page.probabilities, threshold=chosen.threshold, min_size=chosen.min_size,
-                                         split=chosen.split)
+                                         split=chosen.split, dtype=np.int32)  # scored, not written
     if warn is not None and not np.any(page.true_instances):
         warn(f"{page.mask_source}: the mask has no object: its Rand, warping and SEG scores are perfect whatever "
              "is predicted; check the mask")

@@ -173,8 +173,12 @@ def split_touching(labels: np.ndarray, mask: np.ndarray, min_distance: int = 4) 
 
 
 def instances_from_probabilities(probabilities: np.ndarray, object_class: int = 1, threshold: float | None = None,
-                                 min_size: int = 0, split: str | None = None, gap: int = 2) -> np.ndarray:
-    """Instance labels ``(H, W)`` uint16 (0 = background) of one class from ``(H, W, classes)``.
+                                 min_size: int = 0, split: str | None = None, gap: int = 2,
+                                 dtype=np.uint16) -> np.ndarray:
+    """Instance labels ``(H, W)`` (0 = background) of one class from ``(H, W, classes)``: uint16
+    for a label image to write (a :class:`DataError` past 65,535 objects), or ``dtype=np.int32``
+    where they are only scored (a half-trained model's noise can make 90,000 specks, which must
+    score 0, not stop the run).
 
     Steps: the class's pixels (argmax or p >= ``threshold``), 4-connected components, holes
     filled, objects under ``min_size`` px removed, separation borders given back
@@ -196,7 +200,7 @@ def instances_from_probabilities(probabilities: np.ndarray, object_class: int = 
         labels = give_back_borders(labels, gap, into=np.argmax(probabilities, axis=-1) != 0)
     else:
         labels = give_back_borders(labels, gap)
-    return as_uint16(labels)
+    return as_uint16(labels) if np.dtype(dtype) == np.uint16 else labels.astype(dtype)
 
 
 def as_uint16(labels: np.ndarray, source: str = "label image") -> np.ndarray:

@@ -53,7 +53,7 @@ def score(probabilities: list, truths: list, settings: dict, object_class: int =
     values = []
     for p, truth in zip(probabilities, truths):
         found = instances_from_probabilities(p, object_class=object_class, threshold=settings["threshold"],
-                                             min_size=settings["min_size"], split=settings["split"])
+                                             min_size=settings["min_size"], split=settings["split"], dtype=np.int32)
         values.append(metrics.evaluate_objects(found, truth)[SCORE])
     return float(np.mean(values)) if values else 0.0
 

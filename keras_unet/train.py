@@ -195,7 +195,7 @@ class Validation(keras.callbacks.Callback):
         if self.images:
             found = [metrics.evaluate_objects(instances_from_probabilities(
                          tiling.predict_tiled(self.model, image, tile=self.tile), min_size=self.min_size,
-                         split=self.split), truth)
+                         split=self.split, dtype=np.int32), truth)
                      for image, truth in zip(self.images, self.truths)]
             logs["val_object_f1"] = float(np.mean([f["f1"] for f in found]))
             logs["val_object_dsb"] = float(np.mean([f["dsb_score"] for f in found]))

@@ -173,3 +173,24 @@ def test_typical_min_size_is_a_quarter_of_the_small_objects():
     # 22 areas [4, 4, 100, ...]: rank 1.05 -> 4 + 0.05 * 96 = 8.8 -> 2.2 -> 2
     assert instances.typical_min_size([squares(2)]) == 2
     assert instances.typical_min_size([np.zeros((5, 5), np.uint8)]) == 0
+
+
+def test_more_objects_than_a_label_image_holds_are_scored_not_a_crash():
+    """A half-trained model's noise: isolated specks (every other pixel of every other row, 4-connected
+    apart) make 90,000 objects. Written, that is a clear error; scored (validation during fit, the
+    post-processing search, evaluate), it is a score near 0, not a stopped run."""
+    from keras_unet import inference, postprocess
+
+    p = np.zeros((600, 600, 2), np.float32)
+    p[..., 0] = 1.0
+    p[::2, ::2] = (0.0, 1.0)
+    with pytest.raises(DataError, match="90000 objects do not fit a 16-bit label image"):
+        instances_from_probabilities(p)
+    assert instances_from_probabilities(p, dtype=np.int32).max() == 90_000
+    truth = np.zeros((600, 600), np.int64)
+    truth[100:120, 100:120] = 1
+    assert postprocess.score([p], [truth], {"threshold": None, "min_size": 0, "split": "none"}) == 0.0
+    page = inference.PredictedPage(name="noise", probabilities=p, truth=(truth > 0).astype(np.int32),
+                                   true_instances=truth, mask_source="noise.png")
+    row = inference.evaluate_page(page)
+    assert row["object_objects_found"] == 90_000 and row["object_f1"] < 0.001
