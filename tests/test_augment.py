@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import tensorflow as tf
 
@@ -35,6 +37,33 @@ def test_mirror_padding_equals_numpy_reflect(rng):
     padded = np.pad(image, ((35, 35), (35, 35), (0, 0)), mode="reflect")
     np.testing.assert_allclose(out, padded[:71, :71], atol=1e-4)
     assert not np.allclose(out, np.pad(image, ((35, 35), (35, 35), (0, 0)), mode="symmetric")[:71, :71])
+
+
+def test_bilinear_samples_equal_scipys_at_fractional_places_beyond_the_border(rng):
+    from scipy import ndimage
+
+    image = rng.uniform(0, 255, (23, 31, 3)).astype(np.float32)
+    ys, xs = rng.uniform(-20, 42, (2, 37, 41)).astype(np.float32)
+    out = augment.sample_bilinear(image, tf.constant(ys), tf.constant(xs)).numpy()
+    for c in range(3):  # scipy's "mirror" is numpy's "reflect" (the edge pixel not repeated)
+        reference = ndimage.map_coordinates(image[..., c].astype(np.float64), [ys, xs], order=1, mode="mirror")
+        np.testing.assert_allclose(out[..., c], reference, atol=2e-3)
+
+
+def test_gamma_is_a_power_and_noise_keeps_a_gray_image_gray(rng):
+    x = rng.uniform(0.0, 1.2, (40, 50, 1)).astype(np.float32)
+    x[0, :5, 0] = [0.0, -0.3, 0.5, 1.0, 0.25]
+    only_gamma = dataclasses.replace(augment.AugmentParams.none(), gamma=0.3)
+    out = augment.gray_values(x, SEED, only_gamma, (0.0, 1.0)).numpy()
+    g = np.log(out[0, 2, 0]) / np.log(0.5)  # the drawn exponent, read off one pixel
+    assert g > 0 and abs(g - 1) > 1e-3
+    expected = np.maximum(x, 0.0) ** g
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-6)  # 0 and negatives -> 0, 1 stays 1
+    gray = np.repeat(rng.uniform(0.2, 0.8, (60, 70, 1)), 3, axis=-1).astype(np.float32)
+    only_noise = dataclasses.replace(augment.AugmentParams.none(), noise=0.05)
+    noisy = augment.gray_values(gray, SEED, only_noise, (0.0, 1.0)).numpy()
+    np.testing.assert_array_equal(noisy[..., 0], noisy[..., 2])
+    assert 0.045 < (noisy - gray)[..., 0].std() < 0.055
 
 
 def test_warped_labels_keep_their_values(rng):
