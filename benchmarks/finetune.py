@@ -24,7 +24,7 @@ import numpy as np
 from _common import RESULTS, write_table
 from instances import classical  # the baseline, shared with benchmarks/instances.py
 import keras_unet
-from keras_unet import data, inference, metrics, runs, settings, train
+from keras_unet import data, metrics, runs, settings, train
 from keras_unet.predictor import Predictor
 
 NUCLEI = Path(__file__).resolve().parents[2] / "shared" / "data" / "coelho2009"

@@ -27,22 +27,36 @@ import numpy as np
 from _common import machine
 from budget import kind, split
 from keras_unet import data, inference, metrics, runs, settings, train
-from keras_unet.instances import instances_from_probabilities
-from keras_unet.postprocess import PostProcessing
+from keras_unet.predictor import Predictor
 
 PACKAGE = Path(__file__).resolve().parents[1] / "keras_unet" / "models" / "nuclei"
 
 
-def held_out_scores(run_dir: Path, tests: list) -> dict:
-    """Mean F1 @ IoU 0.5 and DSB score per kind and overall, with the run's own post-processing."""
-    model = inference.load_model(run_dir)
-    chosen = PostProcessing.of_record(runs.record(run_dir)).as_dict()
+def finetuned(run_dir: Path, pairs: list, start: str = "nuclei", **given) -> Path:
+    """A run of the ``finetune`` preset from the weights of ``start`` on ``pairs`` (fit selects and
+    chooses its post-processing on its own 20 %), seed 0, the ``given`` settings; trained, or
+    resumed, to its end."""
+    if "postprocessing" in runs.record(run_dir):
+        return run_dir
+    config = settings.preset("finetune", **train.inherited_settings(start, dict(seed=0, **given)))
+    datasets = data.load_pairs(pairs, train.weight_params(config)).split(config.val_fraction, config.seed)
+    if runs.Run(run_dir).started:
+        train.resume(run_dir, verbose=2, datasets=datasets)
+    else:
+        train.fit(config, run_dir, verbose=2, datasets=datasets)
+    return run_dir
+
+
+def held_out_scores(source, tests: list, by_kind: bool = True) -> dict:
+    """Mean F1 @ IoU 0.5 and DSB score per kind and overall, each image predicted as ``predict
+    SOURCE --format instances`` does (the handle's post-processing; a shipped model's partner for
+    the images of its kind unless ``by_kind=False``), TensorFlow float32."""
+    predictor = Predictor.of(source, by_kind=by_kind)
     per_kind = {}
     for image_path, mask_path in tests:
         image, truth = data.read_image(image_path), data.read_image(mask_path).astype(np.int64)
-        found = instances_from_probabilities(inference.predict_probabilities(model, image),
-                                             threshold=chosen["threshold"], min_size=chosen["min_size"],
-                                             split=chosen["split"])
+        handle = predictor.for_image(image)
+        found = handle.postprocessing.objects(inference.predict_probabilities(handle.model, image))
         per_kind.setdefault(kind(image), []).append(metrics.evaluate_objects(found, truth))
     everything = [r for rows in per_kind.values() for r in rows]
     out = {}
@@ -102,7 +116,8 @@ def main():
         for key in ("train_samples", "val_samples"):  # file names, not this machine's paths
             record[key] = [Path(p).name for p in record.get(key, [])]
         runs.write_json(runs.run_file(PACKAGE, runs.CONFIG), record)  # atomically, as every run record
-        runs.write_json(runs.run_file(PACKAGE, runs.CARD), card)
+        partners = runs.read_json(runs.run_file(PACKAGE, runs.CARD)).get("partners")
+        runs.write_json(runs.run_file(PACKAGE, runs.CARD), {**card, **({"partners": partners} if partners else {})})
         print(f"installed into {PACKAGE}", file=sys.stderr)
 
 

@@ -15,22 +15,13 @@ from pathlib import Path
 
 from _common import write_table
 from budget import split
-from keras_unet import data, runs, settings, train
-from nuclei_model import held_out_scores
+from keras_unet import runs
+from nuclei_model import finetuned, held_out_scores
 
 
 def trained(run_dir: Path, minutes: float, jitter: float, train_pairs: list) -> Path:
     """The run of one arm, trained (or resumed) to its end."""
-    if "postprocessing" in runs.record(run_dir):
-        return run_dir
-    config = settings.preset("finetune", **train.inherited_settings("nuclei", dict(max_minutes=minutes, seed=0,
-                                                                                  stain_jitter=jitter)))
-    datasets = data.load_pairs(train_pairs, train.weight_params(config)).split(config.val_fraction, config.seed)
-    if runs.Run(run_dir).started:
-        train.resume(run_dir, verbose=2, datasets=datasets)
-    else:
-        train.fit(config, run_dir, verbose=2, datasets=datasets)
-    return run_dir
+    return finetuned(run_dir, train_pairs, max_minutes=minutes, stain_jitter=jitter)
 
 
 def main():

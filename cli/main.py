@@ -315,7 +315,9 @@ def predict(model_path, inputs, out_dir, tile, batch_size, memory_mb, tta, kind,
     request = jobs.Request(out_dir=out_dir, kind=kind, postprocessing=predictor.postprocessing, block=block,
                            channel=channel, z=z, t=t, ngff=ngff, skip_done=skip_done,
                            options=Options(tile=tile, batch_size=batch_size, memory_mb=memory_mb, tta=tta,
-                                           engine=engine, precision=precision))
+                                           engine=engine, precision=precision),
+                           partners=tuple((kind_, str(h.path), h.postprocessing)
+                                          for kind_, h in predictor.partner_handles().items()))
     files = [f for path in inputs for f in data.find_images(path)]
     big = [f for f in files if jobs.is_big(f, block)]
     if diameter and (big or scheduler):
@@ -348,8 +350,9 @@ def predict(model_path, inputs, out_dir, tile, batch_size, memory_mb, tta, kind,
             for warning in job.warnings:
                 click.echo(f"warning: {warning}", err=True)
             sized = f"objects ~{job.diameter:g} px, " if job.diameter else ""
+            chosen = f"{job.model_note}, " if job.model_note else ""
             label = (f"[{number}/{len(files)}] {path.name} ({len(job.pages)} page{'s' * (len(job.pages) > 1)}, "
-                     f"{sized}tiles, {job.engine} {job.precision})")
+                     f"{chosen}{sized}tiles, {job.engine} {job.precision})")
             with click.progressbar(length=job.total_tiles, label=label, show_pos=True) as bar:
                 probabilities = list(job.probabilities(bar.update))
             written = finisher.submit(job, probabilities, Path(out_dir), kind)
@@ -431,6 +434,9 @@ def models():
         for kind, score in card.get("scores", {}).items():
             click.echo(f"  {kind} ({score['images']} held-out images): F1 @ IoU 0.5 {score['f1_iou50']:.3f}, "
                        f"DSB score {score['dsb_score']:.3f}")
+        for kind, partner in runs.partners(name).items():
+            click.echo(f"  images of a {kind} background (keras_unet.kinds) go to {partner}; give {partner} by name "
+                       "to use it on every image")
         click.echo(f"  folder: {runs.SHIPPED / name}")
 
 
@@ -480,9 +486,17 @@ def evaluate(model_path, data_dir, out_dir, tile, batch_size, tta, threshold, sw
     predictor = predictor_of(model_path, threshold, min_size, split, diameter)
     model, scale = predictor.model, predictor.postprocessing.scale
     pairs = data.find_pairs(data_dir)
-    # one engine and precision for the whole evaluation, resolved on its first image
-    engine, precision = inference.job_backend(model, [image for image, _ in pairs], tile=tile, batch_size=batch_size,
-                                              tta=tta, engine=engine, precision=precision, scale=scale)
+    asked = engine, precision
+
+    def backend(handle, rest):
+        """One engine and precision for each network of the evaluation, resolved on the first of
+        ``rest`` (the pairs from its first image on)."""
+        return inference.job_backend(handle.model, [image for image, _ in rest], tile=tile, batch_size=batch_size,
+                                     tta=tta, engine=asked[0], precision=asked[1],
+                                     scale=handle.postprocessing.scale)
+
+    engine, precision = backend(predictor, pairs)
+    backends = {predictor.name: (engine, precision)}  # a partner's resolved when it takes its first image
     failed = []  # pairs that cannot be used: each named, the rest evaluated
     pages = None  # predicted once for the search and the scores where --calibrate needs both
     if calibrate:
@@ -497,13 +511,21 @@ def evaluate(model_path, data_dir, out_dir, tile, batch_size, tta, threshold, sw
         predictor = predictor_of(model_path, threshold, min_size, split)  # the options given over the new choice
     chosen = predictor.postprocessing
     threshold, min_size, split = chosen.threshold, chosen.min_size, chosen.split
-    rows = []
+    rows, partners_used = [], {}
     with click.progressbar(pairs if pages is None else pages, label="evaluating") as bar:
-        for item in bar:
+        for i, item in enumerate(bar):
+            # a shipped model's partner takes the images of its kind, as in predict
+            handle = predictor if pages is not None else predictor.for_file(item[0])
+            if handle is not predictor:
+                partners_used[handle.name] = handle
+                if handle.name not in backends:
+                    backends[handle.name] = backend(handle, pairs[i:])
+            engine, precision = backends[handle.name]
             for page in ([item] if pages is not None else
-                         inference.predicted_pages(model, [item], tile, batch_size, tta, engine=engine, scale=scale,
-                                                   precision=precision, problems=failed)):
-                rows.append(inference.evaluate_page(page, chosen, sweep=sweep,
+                         inference.predicted_pages(handle.model, [item], tile, batch_size, tta, engine=engine,
+                                                   scale=handle.postprocessing.scale, precision=precision,
+                                                   problems=failed)):
+                rows.append(inference.evaluate_page(page, handle.postprocessing, sweep=sweep,
                                                     warn=lambda message: click.echo(f"\nwarning: {message}", err=True)))
     if not rows:
         _fail_partly(failed, len(pairs))
@@ -512,6 +534,9 @@ def evaluate(model_path, data_dir, out_dir, tile, batch_size, tta, threshold, sw
     click.echo(f"protocol: {'argmax' if threshold is None else f'object where p >= {threshold:g}'}, {tta} view(s), "
                f"objects under {min_size} px dropped, split {split}"
                + ("; swept_*: best over thresholds 0.0-1.0 on these labels (the challenge's protocol)" if sweep else ""))
+    for partner in partners_used.values():
+        click.echo(f"images of a {next(k for k, n in predictor.partners.items() if n == partner.name)} background: "
+                   f"{partner.name}, {partner.postprocessing.described()}")
     width = max(len(r["image"]) for r in rows)
     click.echo(f"{'image':<{width}}  " + "  ".join(f"{k:>13}" for k in keys))
     for row in rows:
@@ -602,6 +627,9 @@ def export(model_path, fmt, out_dir, name, version, quantize, tile, verify, samp
         remove_stale_temporaries(folder)  # left by an export that was killed
     if form.objects and chosen.in_tf_ops():  # its objects made in TF ops, as predict's with the run's choice
         click.echo(f"warning: {chosen.in_tf_ops()}", err=True)
+    for kind, partner in predictor.partners.items():  # predict's per-image choice is not in the exported file
+        click.echo(f"note: predict {predictor.name} hands images of a {kind} background to {partner}; this export "
+                   f"is {predictor.name} alone (export {partner} for those images)", err=True)
     settings = exporters.Settings(name=name, version=version, tile=tile, quantize=quantize, postprocessing=chosen,
                                   sample=_read_sample(sample), authors=list(authors) or None, license=license_id)
     path = exporters.export(model, fmt, out_dir, settings)

@@ -171,6 +171,7 @@ class PredictionJob:
         self.model, self.path, self.batch_size, self.tta, self.memory_mb = model, Path(path), batch_size, tta, memory_mb
         self.postprocessing = postprocessing
         self.diameter = None  # px, the objects' size measured in the image (--diameter auto), where it was
+        self.model_note = None  # which model of a shipped family took the file, and why (Predictor.chosen_for)
         scale = postprocessing.scale if scale is None else scale
         self.pages = data.read_pages(path) if pages is None else pages
         self.warnings = list(dict.fromkeys(w for page in self.pages for w in check_image(page, config, path)))
@@ -231,28 +232,37 @@ def prefetched_jobs(paths, make, engine: str = "tensorflow", precision: str = "f
     job made (read, checked, its tiles planned) in a background thread while the caller predicts
     the current one. A file that cannot be used (unreadable, truncated, empty, wrong channels: a
     :class:`DataError` or OS error) comes with its one-line problem instead of a job, so one bad
-    file does not stop a collection. The first good file resolves the engine and precision for the
-    whole job (:func:`job_backend`); the rest use them. ``make(path, engine=, precision=,
-    job_files=)`` makes a job (:meth:`keras_unet.predictor.Predictor.job`)."""
+    file does not stop a collection. Each network of the job resolves ``auto`` engine and
+    precision once, on the first good file it takes (:func:`job_backend`), and its other files use
+    them: a shipped model's partner (:meth:`keras_unet.predictor.Predictor.for_image`) is a network
+    of its own, whose engine is chosen for it (the main network's OpenVINO would cost the partner
+    a conversion its few files never pay back). ``make(path, backend=, job_files=)`` makes a job
+    (:meth:`keras_unet.predictor.Predictor.job`); ``backend(network)`` is ``(engine, precision)``
+    for that network: as resolved, else as asked."""
     from concurrent.futures import ThreadPoolExecutor
     from keras_unet.errors import user_message
 
     paths = list(paths)
+    resolved = {}  # id(network) -> (network, engine, precision); the network kept so its id stays its own
+
+    def backend(network):
+        return resolved[id(network)][1:] if id(network) in resolved else (engine, precision)
 
     def made(path, files: int = 1):
         try:
-            return make(path, engine=engine, precision=precision, job_files=files), None
+            job = make(path, backend=backend, job_files=files)
         except (data.DataError, OSError) as err:
             return None, user_message(err)
+        resolved.setdefault(id(job.model), (job.model, job.engine, job.precision))
+        return job, None
 
     with ThreadPoolExecutor(1, thread_name_prefix="keras-unet-read") as pool:
         upcoming = None
         for i, path in enumerate(paths):
             job, problem = upcoming.result() if upcoming is not None else made(path, len(paths) - i)
-            if job is not None and "auto" in (engine, precision):
-                engine, precision = job.engine, job.precision  # resolved once, on the first good file
-            upcoming = pool.submit(made, paths[i + 1]) if i + 1 < len(paths) and "auto" not in (engine, precision) \
-                else None
+            # read ahead once the first network is resolved: its measurement, if any, is made alone
+            ahead = i + 1 < len(paths) and ("auto" not in (engine, precision) or resolved)
+            upcoming = pool.submit(made, paths[i + 1], len(paths) - i - 1) if ahead else None
             yield path, job, problem
 
 

@@ -275,6 +275,9 @@ class Request:
     t: int | None = None
     ngff: str = "0.5"
     skip_done: bool = False
+    # a shipped model's partners (keras_unet.runs.partners): (image kind, model path, its post-processing)
+    # each; a file task hands a file of that kind to that model, as predict does locally
+    partners: tuple = ()
 
     def source(self, path) -> Source:
         return Source(str(path), channel=self.channel, z=self.z, t=self.t)
@@ -294,9 +297,16 @@ class Request:
 
 def predict_file(model_path: str, path: str, request: Request) -> str:
     """One task: a whole image file predicted and its output written (atomically)."""
+    from keras_unet.data import read_pages
     from keras_unet.inference import PredictionJob
+    from keras_unet.kinds import kind
 
-    job = PredictionJob(worker_model(str(model_path)), path, postprocessing=request.postprocessing,
+    pages, chosen = read_pages(path), request.postprocessing
+    if request.partners and pages:
+        image_kind = kind(pages[0])
+        model_path, chosen = next(((partner, its) for of_kind, partner, its in request.partners
+                                   if of_kind == image_kind), (model_path, chosen))
+    job = PredictionJob(worker_model(str(model_path)), path, pages=pages, postprocessing=chosen,
                         **request.options.job_keywords())
     return str(job.run(Path(request.out_dir), request.kind))
 

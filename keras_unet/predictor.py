@@ -7,17 +7,23 @@ and :func:`segment` all start from :meth:`Predictor.of`.
 How the network runs over an image (tile, batch, memory, TTA, engine, precision) is one value too,
 :class:`Options`; a job resolves ``auto`` engine and precision once, on its first good file
 (:func:`keras_unet.inference.prefetched_jobs`).
+
+A shipped model may name partners for images of another kind (:func:`keras_unet.runs.partners`:
+``nuclei`` hands stained and brightfield images, :func:`keras_unet.kinds.kind` ``light``, to
+``nuclei-stained``); :meth:`Predictor.for_image` makes that choice image by image, for every caller
+that predicts through a job.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from keras_unet import inference, runs
+from keras_unet import inference, kinds, runs
 from keras_unet.postprocess import PostProcessing
 
 
@@ -53,15 +59,18 @@ class Predictor:
     postprocessing: PostProcessing
     given: dict = field(default_factory=dict)  # what the caller gave in place of the run's (not None)
     auto_diameter: bool = False  # each image's objects measured first (keras_unet.diameter)
+    diameter: float | str | None = None  # as given: the partners get it too
+    partners: dict = field(default_factory=dict)  # image kind -> shipped model name (keras_unet.runs.partners)
 
     @classmethod
     def of(cls, model, *, threshold: float | None = None, min_size: int | None = None, split: str | None = None,
-           diameter: float | str | None = None) -> "Predictor":
+           diameter: float | str | None = None, by_kind: bool = True) -> "Predictor":
         """The handle of ``model``: a run folder, a ``.keras`` file or a shipped model's name
         (``nuclei``). The keywords given (not None) replace the run's post-processing;
         ``diameter`` (px, the objects in the images to predict) resizes the images so their
         objects have the size the model learned; ``"auto"``: estimated image by image
-        (:func:`keras_unet.diameter.estimate`)."""
+        (:func:`keras_unet.diameter.estimate`). ``by_kind=False``: this model for every image,
+        not the partners its card names (:meth:`for_image`)."""
         path = inference.resolve_model_path(model)
         record = runs.record(path)
         auto = diameter == "auto"
@@ -75,7 +84,48 @@ class Predictor:
         chosen = (PostProcessing.of_record(record)
                   .at_diameter(None if auto else diameter, record.get("object_diameter"), source=model).given(**given))
         return cls(path=path, model=inference.load_model_cached(path), record=record, postprocessing=chosen,
-                   given=given, auto_diameter=auto)
+                   given=given, auto_diameter=auto, diameter=diameter,
+                   partners=runs.partners(path) if by_kind else {})
+
+    @property
+    def name(self) -> str:
+        """A shipped model's name, else the model file's path."""
+        run = runs.Run.of(self.path)
+        return run.folder.name if run.shipped else str(self.path)
+
+    def for_image(self, image: np.ndarray) -> "Predictor":
+        """The handle that predicts ``image`` (``(H, W)`` or ``(H, W, C)``): the partner its card
+        names for the image's :func:`keras_unet.kinds.kind`, with the options given here, else
+        this one."""
+        return self.chosen_for(image)[0]
+
+    def for_file(self, path) -> "Predictor":
+        """:meth:`for_image` of the first page of the image file ``path`` (this handle where it
+        cannot be read: the caller's own reading then names the problem)."""
+        if not self.partners:
+            return self
+        from keras_unet import data
+
+        try:
+            pages = data.read_pages(path)
+        except (data.DataError, OSError):
+            return self
+        return self.for_image(pages[0]) if pages else self
+
+    def partner_handles(self) -> dict:
+        """The partners' handles by image kind (``{}`` without partners)."""
+        # the package's folder, whatever folders of that name the working directory holds
+        return {kind: _partner(str(runs.SHIPPED / name), tuple(sorted(self.given.items())), self.diameter)
+                for kind, name in self.partners.items()}
+
+    def chosen_for(self, image: np.ndarray) -> tuple["Predictor", str | None]:
+        """``(handle, note)``: :meth:`for_image` and, where this model has partners, which model
+        took the image and why (``nuclei-stained, light background``) for progress lines."""
+        if not self.partners:
+            return self, None
+        kind = kinds.kind(image)
+        chosen = self.partner_handles().get(kind, self)
+        return chosen, f"{chosen.name}, {kind} background"
 
     @property
     def config(self) -> dict:
@@ -131,24 +181,29 @@ class Predictor:
         return own, found
 
     def job(self, path, options: Options = Options(), pages: list | None = None,
-            job_files: int = 1) -> inference.PredictionJob:
+            job_files: int = 1, backend=None) -> inference.PredictionJob:
         """The :class:`keras_unet.inference.PredictionJob` of one image file (or its ``pages``),
-        with the post-processing of :meth:`postprocessing_for` its first page."""
+        with the post-processing of :meth:`postprocessing_for` its first page. ``backend(network)``:
+        ``(engine, precision)`` for the network chosen, in place of the options' (a job's networks
+        each resolved once: :func:`keras_unet.inference.prefetched_jobs`)."""
         from keras_unet import data
 
         pages = data.read_pages(path) if pages is None else pages
-        chosen, found = self.postprocessing_for(pages[0], options) if pages else (self.postprocessing, None)
-        job = inference.PredictionJob(self.model, path, pages=pages, postprocessing=chosen, job_files=job_files,
+        handle, note = self.chosen_for(pages[0]) if pages else (self, None)
+        if backend is not None:
+            engine, precision = backend(handle.model)
+            options = dataclasses.replace(options, engine=engine, precision=precision)
+        chosen, found = handle.postprocessing_for(pages[0], options) if pages else (self.postprocessing, None)
+        job = inference.PredictionJob(handle.model, path, pages=pages, postprocessing=chosen, job_files=job_files,
                                       **options.job_keywords())
-        job.diameter = found
+        job.diameter, job.model_note = found, note
         return job
 
     def jobs(self, paths, options: Options = Options()):
         """``(path, job or None, problem or None)`` of each file, read ahead
         (:func:`keras_unet.inference.prefetched_jobs`)."""
-        def make(path, engine, precision, job_files):
-            return self.job(path, dataclasses.replace(options, engine=engine, precision=precision),
-                            job_files=job_files)
+        def make(path, backend, job_files):
+            return self.job(path, options, job_files=job_files, backend=backend)
 
         return inference.prefetched_jobs(paths, make, engine=options.engine, precision=options.precision)
 
@@ -158,6 +213,12 @@ class Predictor:
         instances`` makes them."""
         job = self.job(name, options, pages=[image])
         return job.postprocessing.objects(next(job.probabilities()))
+
+
+@functools.lru_cache(maxsize=8)
+def _partner(folder: str, given: tuple, diameter) -> Predictor:
+    """A partner's handle (its shipped folder), made once per options (its network is cached by path anyway)."""
+    return Predictor.of(folder, diameter=diameter, by_kind=False, **dict(given))
 
 
 def segment(model, image: np.ndarray, threshold: float | None = None, min_size: int | None = None,

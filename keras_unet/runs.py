@@ -47,6 +47,17 @@ def card(name: str) -> dict:
     return read_json(SHIPPED / name / CARD)
 
 
+def partners(path) -> dict:
+    """The models a shipped model hands images of another kind to (its card's ``partners``,
+    :data:`keras_unet.kinds.KINDS` -> shipped model name, e.g. ``{"light": "nuclei-stained"}``),
+    those installed; ``{}`` for every other model: a run of one's own predicts every image."""
+    folder = folder_of(path)
+    if not (folder.resolve().is_relative_to(SHIPPED) and (folder / CARD).is_file()):
+        return {}
+    installed = shipped_models()
+    return {kind: name for kind, name in read_json(folder / CARD).get("partners", {}).items() if name in installed}
+
+
 def folder_of(path) -> Path:
     """The run folder of a model file in it, or the folder itself (a shipped model's by its name)."""
     path = locate(path)

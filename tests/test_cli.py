@@ -14,14 +14,17 @@ def run(*args):
     return result
 
 
-def threshold_model(path):
-    """A depth-1 'U-Net' whose weights make it predict class 1 exactly where the pixel > 127.5."""
+def threshold_model(path, dark: bool = False):
+    """A depth-1 'U-Net' whose weights make it predict class 1 exactly where the pixel > 127.5
+    (``dark``: < 127.5)."""
     model = unet(depth=1, base_filters=1, dropout=0.0)
     for name in ("bottom_conv1", "bottom_conv2"):
         kernel = np.zeros((3, 3, 1, 1), np.float32)
         kernel[1, 1] = 1.0
         model.get_layer(name).set_weights([kernel, np.zeros(1, np.float32)])
-    model.get_layer("logits").set_weights([np.array([[[[-200.0, 200.0]]]], np.float32), np.array([100.0, -100.0], np.float32)])
+    sign = -1.0 if dark else 1.0
+    model.get_layer("logits").set_weights([np.array([[[[-200.0 * sign, 200.0 * sign]]]], np.float32),
+                                           np.array([100.0 * sign, -100.0 * sign], np.float32)])
     model.save(path)
     return path
 

@@ -24,7 +24,7 @@ napari = pytest.importorskip("napari", reason="the [napari] extra (in the test e
 from click.testing import CliRunner  # noqa: E402
 
 import keras_unet  # noqa: E402
-from keras_unet import data, inference, runs, tiling  # noqa: E402
+from keras_unet import data, inference, kinds, runs, tiling  # noqa: E402
 from keras_unet.instances import instances_from_probabilities  # noqa: E402
 from keras_unet.cli.main import main  # noqa: E402
 from keras_unet.napari_plugin import layers, plugin  # noqa: E402
@@ -95,6 +95,8 @@ def test_the_widget_gives_the_objects_of_predict_on_the_sample(viewer, widget, q
     np.testing.assert_array_equal(objects.data, expected)
     # and against an independent computation: one whole-image pass (no tiles, no PredictionJob)
     # through the post-processing the model recorded
+    # (the model of the image's kind: the demo's bright cells are nuclei's own, not its partner's)
+    assert kinds.kind(image.data) == "dark" and "nuclei, dark background" in widget.status.value
     whole = tiling.predict_whole(inference.load_model("nuclei"), image.data)
     independent = instances_from_probabilities(whole, threshold=own["threshold"], min_size=own["min_size"],
                                                split=own["split"])

@@ -178,3 +178,108 @@ def test_diameter_auto_sizes_coelho_nuclei_for_the_shipped_model(stem):
     f1 = metrics.evaluate_objects(job.postprocessing.objects(next(job.probabilities())), truth)["f1"]
     plain = metrics.evaluate_objects(keras_unet.segment("nuclei", image), truth)["f1"]
     assert f1 > 0.8 and plain < 0.4, (f1, plain)
+
+
+# -- a shipped model's partner for images of the other kind -------------------------------------
+
+
+@pytest.fixture
+def family(tmp_path, monkeypatch):
+    """Shipped models in a folder of their own: ``fam-bright`` (objects brighter than 127.5) whose
+    card hands light-background images to ``fam-dark`` (objects darker than 127.5)."""
+    shipped = tmp_path / "models"
+    for name, dark in (("fam-bright", False), ("fam-dark", True)):
+        (shipped / name).mkdir(parents=True)
+        threshold_model(shipped / name / runs.MODEL, dark=dark)
+        (shipped / name / runs.CONFIG).write_text(json.dumps({"postprocessing": {"threshold": 0.5, "min_size": 0,
+                                                                                 "split": "none"}}))
+    (shipped / "fam-bright" / runs.CARD).write_text(json.dumps({"name": "fam-bright", "partners": {"light": "fam-dark"}}))
+    monkeypatch.setattr(runs, "SHIPPED", shipped)
+    return shipped
+
+
+def test_a_shipped_model_hands_light_images_to_its_partner(family, tmp_path):
+    from click.testing import CliRunner
+
+    from keras_unet import data
+    from keras_unet.cli.main import main
+
+    dark = blobs()  # bright discs on a dark background
+    light = (255 - dark).astype(np.uint8)  # dark discs on a light one: the same objects
+    reference = canonical(ndimage.label(dark > 127.5)[0])
+    predictor = Predictor.of("fam-bright")
+    assert predictor.partners == {"light": "fam-dark"}
+    assert predictor.for_image(dark) is predictor and predictor.for_image(light).name == "fam-dark"
+    for image in (dark, light):
+        np.testing.assert_array_equal(canonical(predictor.segment(image)), reference)
+    # by_kind=False, or the partner by name: one model for every image (here: the background is the object)
+    alone = Predictor.of("fam-bright", by_kind=False).segment(light)
+    assert len(np.unique(alone)) - 1 < len(np.unique(reference)) - 1
+    assert Predictor.of("fam-dark").partners == {}
+    # predict names the model it used for each file; a Dask-style file task chooses alike
+    data.write_image(tmp_path / "in" / "dark.png", dark)
+    data.write_image(tmp_path / "in" / "light.png", light)
+    result = CliRunner().invoke(main, ["predict", "fam-bright", str(tmp_path / "in"), "--format", "instances",
+                                       "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "fam-bright, dark background" in result.output and "fam-dark, light background" in result.output
+    for stem in ("dark", "light"):
+        written = data.read_image(tmp_path / "out" / f"{stem}_instances.tif")
+        np.testing.assert_array_equal(canonical(written), reference)
+    request = jobs.Request(out_dir=str(tmp_path / "task"), kind="instances",
+                           partners=tuple((k, str(h.path), h.postprocessing)
+                                          for k, h in predictor.partner_handles().items()))
+    (tmp_path / "task").mkdir()
+    task = data.read_image(jobs.predict_file(str(predictor.path), str(tmp_path / "in" / "light.png"), request))
+    np.testing.assert_array_equal(canonical(task), reference)
+
+
+def test_evaluate_scores_each_image_with_the_model_of_its_kind(family, tmp_path):
+    from click.testing import CliRunner
+
+    from keras_unet import data
+    from keras_unet.cli.main import main
+
+    dark = blobs()
+    truth = ndimage.label(dark > 127.5)[0].astype(np.uint16)
+    data.write_image(tmp_path / "set" / "images" / "light.png", (255 - dark).astype(np.uint8))
+    data.write_image(tmp_path / "set" / "masks" / "light.tif", truth)
+    result = CliRunner().invoke(main, ["evaluate", "fam-bright", str(tmp_path / "set"), "--out", str(tmp_path / "m")])
+    assert result.exit_code == 0, result.output
+    assert "images of a light background: fam-dark" in result.output
+    row = json.loads((tmp_path / "m" / "metrics.json").read_text())["rows"][0]
+    assert row["image"] == "light.png" and row["object_f1"] == 1.0 and row["object_dsb_score"] == 1.0, row
+    copy = tmp_path / "copy.keras"  # the same network outside the shipped folder: a model of one's own
+    copy.write_bytes((family / "fam-bright" / runs.MODEL).read_bytes())
+    alone = CliRunner().invoke(main, ["evaluate", str(copy), str(tmp_path / "set"), "--threshold", "0.5",
+                                      "--out", str(tmp_path / "m2")])
+    assert alone.exit_code == 0 and "light background" not in alone.output, alone.output
+    assert json.loads((tmp_path / "m2" / "metrics.json").read_text())["rows"][0]["object_f1"] < 0.5
+
+
+def test_each_network_of_a_collection_resolves_its_own_engine_and_precision(family, tmp_path, monkeypatch):
+    # the partner resolves auto for itself on the first file it takes, not with the main network's
+    # choice (an OpenVINO network converted for nuclei would cost nuclei-stained a conversion)
+    from keras_unet import data, tiling
+
+    dark = blobs()
+    for name, image in (("a_dark", dark), ("b_light", 255 - dark), ("c_dark", dark), ("d_light", 255 - dark)):
+        data.write_image(tmp_path / "in" / f"{name}.png", image.astype(np.uint8))
+    predictor = Predictor.of("fam-bright")
+    partner = predictor.partner_handles()["light"]
+    chosen = {id(predictor.model): ("tensorflow", "bfloat16"), id(partner.model): ("tensorflow", "float32")}
+    real, asked = tiling.resolve_engine, []
+
+    def resolve_engine(model, image_shape, engine="auto", tile=None, batch_size=1, memory_mb=4096, tiles=None,
+                       precision="float32"):
+        if "auto" not in (engine, precision):
+            return real(model, image_shape, engine, tile, batch_size, memory_mb, tiles=tiles, precision=precision)
+        asked.append(id(model))
+        return chosen[id(model)]
+
+    monkeypatch.setattr(tiling, "resolve_engine", resolve_engine)
+    made = list(predictor.jobs(sorted((tmp_path / "in").iterdir()), Options(engine="auto", precision="auto")))
+    assert [(job.model is partner.model, job.engine, job.precision) for _, job, _ in made] == [
+        (False, "tensorflow", "bfloat16"), (True, "tensorflow", "float32"),
+        (False, "tensorflow", "bfloat16"), (True, "tensorflow", "float32")]
+    assert sorted(asked) == sorted(chosen)  # once per network

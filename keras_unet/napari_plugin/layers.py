@@ -52,6 +52,7 @@ class Segmentation:
     engine: str
     precision: str = "float32"
     diameter: float | None = None  # px, the objects' size measured in the layer (--diameter auto)
+    model_note: str | None = None  # which model of a shipped family took the layer, and why
 
 
 MIN_SIDE = inference.MIN_SIDE
@@ -108,7 +109,7 @@ def segment_layer(layer_data, request: Request, rgb: bool = False, name: str = "
     label_stack = stacked(labels)
     return Segmentation(labels=None if label_stack is None else label_stack.astype(np.uint32),
                         probabilities=stacked(probabilities), postprocessing=chosen, engine=job.engine,
-                        precision=job.precision, diameter=job.diameter)
+                        precision=job.precision, diameter=job.diameter, model_note=job.model_note)
 
 
 def layer_name(source: str, model: str, kind: str) -> str:

@@ -180,7 +180,8 @@ class SegmentWidget(Container):
         threshold = "argmax" if chosen.threshold is None else f"p >= {chosen.threshold:g}"
         count = f", {np.unique(result.labels).size - 1} objects" if result.labels is not None else ""
         sized = f", objects ~{result.diameter:g} px" if result.diameter else ""
-        self.status.value = (f"done{count} ({threshold}, min {chosen.min_size} px, split {chosen.split}, "
+        model = f"{result.model_note}, " if result.model_note else ""
+        self.status.value = (f"done{count} ({model}{threshold}, min {chosen.min_size} px, split {chosen.split}, "
                              f"{result.engine} {result.precision}{sized})")
         return made
 
