@@ -98,7 +98,8 @@ def main():
     rows = [[name] + [f"{per_kind[k]['f1_iou50']:.3f} / {per_kind[k]['dsb_score']:.3f}" for k in kinds]
             for name, per_kind in scores.items()]
     write_table("stained_model", "A model for stained and brightfield nuclei beside the general one, per image kind",
-                f"python benchmarks/stained_model.py --minutes {args.minutes:g}" + " --install" * args.install,
+                f"python benchmarks/stained_model.py --minutes {args.minutes:g}"
+                + f" --start {args.start}" * (args.start != "nuclei") + " --install" * args.install,
                 ["model"] + [f"{k} ({scores['nuclei alone, every image'][k]['images']}): F1 / DSB" for k in kinds],
                 rows,
                 f"Held-out DSB2018 images of budget.split, each model with its own chosen post-processing, TensorFlow "
