@@ -47,16 +47,16 @@ def finetuned(run_dir: Path, pairs: list, start: str = "nuclei", **given) -> Pat
     return run_dir
 
 
-def held_out_scores(source, tests: list, by_kind: bool = True) -> dict:
+def held_out_scores(source, tests: list, by_kind: bool = True, tta: int = 1) -> dict:
     """Mean F1 @ IoU 0.5 and DSB score per kind and overall, each image predicted as ``predict
-    SOURCE --format instances`` does (the handle's post-processing; a shipped model's partner for
-    the images of its kind unless ``by_kind=False``), TensorFlow float32."""
+    SOURCE --format instances [--tta TTA]`` does (the handle's post-processing; a shipped model's
+    partner for the images of its kind unless ``by_kind=False``), TensorFlow float32."""
     predictor = Predictor.of(source, by_kind=by_kind)
     per_kind = {}
     for image_path, mask_path in tests:
         image, truth = data.read_image(image_path), data.read_image(mask_path).astype(np.int64)
         handle = predictor.for_image(image)
-        found = handle.postprocessing.objects(inference.predict_probabilities(handle.model, image))
+        found = handle.postprocessing.objects(inference.predict_probabilities(handle.model, image, tta=tta))
         per_kind.setdefault(kind(image), []).append(metrics.evaluate_objects(found, truth))
     everything = [r for rows in per_kind.values() for r in rows]
     out = {}
