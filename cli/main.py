@@ -386,8 +386,11 @@ def _predict_big_and_distributed(predictor, client, files: list, big: list, requ
     """predict's Dask part (``request``: a :class:`keras_unet.jobs.Request`): big images block by
     block, and on a cluster (``client``) the small ones as tasks; returns the files left for the
     local loop."""
+    import dataclasses
+
     from keras_unet import jobs
     from keras_unet.files import remove_stale_temporaries
+    from keras_unet.kinds import sampled
 
     for number, path in enumerate(big, start=1):
         out = request.output(path)
@@ -395,10 +398,16 @@ def _predict_big_and_distributed(predictor, client, files: list, big: list, requ
             click.echo(f"[{number}/{len(big)}] {path.name}: {out} is complete, skipped")
             continue
         source = request.source(path)
-        shape = source.open().shape
+        image = source.open()
+        shape = image.shape
+        # a shipped model's partner for the image's kind, chosen here so the line can say which
+        model_path, chosen, note = jobs.partner_for(predictor.path, sampled(image.data), request)
         with click.progressbar(length=jobs.block_count(shape, request.block or jobs.DEFAULT_BLOCK), show_pos=True,
-                               label=f"[{number}/{len(big)}] {path.name} ({shape[0]}x{shape[1]}, blocks)") as bar:
-            written = jobs.predict_big(predictor.path, source, out, request, client=client, progress=bar.update)
+                               label=f"[{number}/{len(big)}] {path.name} ({shape[0]}x{shape[1]}, blocks"
+                                     + (f", {note})" if note else ")")) as bar:
+            written = jobs.predict_big(model_path, source, out,
+                                       dataclasses.replace(request, postprocessing=chosen, partners=()),
+                                       client=client, progress=bar.update)
         click.echo(f"  -> {written}")
     files = [f for f in files if f not in big]
     if client is not None and files:

@@ -146,7 +146,9 @@ def predict_big(model_path, source: Source, out_path, request: "Request", client
     """Predict a big image block by block into the result store ``out_path`` (OME-Zarr,
     :func:`keras_unet.ngff.create_result`): probabilities, and objects for ``request.kind ==
     "instances"`` (stitched across blocks, :func:`keras_unet.blocks.instances_blocked`, with
-    ``request.postprocessing``). ``timings`` gets the seconds of each stage."""
+    ``request.postprocessing``). A shipped model's partner takes the image where its kind, read
+    from windows spread over it, is the partner's (:func:`partner_for`). ``timings`` gets the
+    seconds of each stage."""
     import dataclasses
     import shutil
     import time
@@ -154,12 +156,17 @@ def predict_big(model_path, source: Source, out_path, request: "Request", client
     import dask
     from keras_unet.files import naming
     from keras_unet.inference import check_channels
+    from keras_unet.kinds import sampled
     from keras_unet.model import unet_config
     from keras_unet.normalize import percentile_values
 
-    model_path, timings = str(model_path), {} if timings is None else timings
-    config = unet_config(worker_model(model_path))
+    timings = {} if timings is None else timings
     image = source.open()
+    if request.partners:
+        model_path, chosen, _ = partner_for(model_path, sampled(image.data), request)
+        request = dataclasses.replace(request, postprocessing=chosen, partners=())
+    model_path = str(model_path)
+    config = unet_config(worker_model(model_path))
     block = request.block or DEFAULT_BLOCK
     grid = blocks.block_grid(image.shape, block, config["depth"])
     channels = image.shape[-1]
@@ -295,17 +302,30 @@ class Request:
         return self.skip_done and self.output(path).exists()
 
 
+def partner_for(model_path, image, request: Request) -> tuple[str, PostProcessing, str | None]:
+    """``(model path, post-processing, note)`` for ``image`` (``(H, W)`` or ``(H, W, C)``; a big
+    image's :func:`keras_unet.kinds.sampled` windows): the partner ``request.partners`` names for
+    its :func:`keras_unet.kinds.kind`, else ``model_path`` with the request's post-processing, as
+    :meth:`keras_unet.predictor.Predictor.chosen_for` chooses locally; ``note`` (``nuclei-stained,
+    light background``) where there are partners."""
+    from keras_unet.kinds import kind
+
+    if not request.partners:
+        return str(model_path), request.postprocessing, None
+    image_kind = kind(image)
+    path, chosen = next(((partner, its) for of_kind, partner, its in request.partners if of_kind == image_kind),
+                        (str(model_path), request.postprocessing))
+    return str(path), chosen, f"{Path(path).parent.name}, {image_kind} background"
+
+
 def predict_file(model_path: str, path: str, request: Request) -> str:
     """One task: a whole image file predicted and its output written (atomically)."""
     from keras_unet.data import read_pages
     from keras_unet.inference import PredictionJob
-    from keras_unet.kinds import kind
 
     pages, chosen = read_pages(path), request.postprocessing
-    if request.partners and pages:
-        image_kind = kind(pages[0])
-        model_path, chosen = next(((partner, its) for of_kind, partner, its in request.partners
-                                   if of_kind == image_kind), (model_path, chosen))
+    if pages:
+        model_path, chosen, _ = partner_for(model_path, pages[0], request)
     job = PredictionJob(worker_model(str(model_path)), path, pages=pages, postprocessing=chosen,
                         **request.options.job_keywords())
     return str(job.run(Path(request.out_dir), request.kind))

@@ -41,6 +41,24 @@ def _levels(image: np.ndarray) -> tuple[float, float]:
     return float((median - low) / (high - low)), float((flat.mean() - median) / (high - low))
 
 
+# px: a big image's kind is read from a 3 x 3 grid of windows this size spread over it (a few
+# chunks of an OME-Zarr store or a TIFF, not the whole image)
+WINDOW = 512
+
+
+def sampled(data, grid: int = 3, window: int = WINDOW) -> np.ndarray:
+    """``(h, grid * grid * w, C)``: ``grid`` x ``grid`` windows of ``data`` (``(H, W, C)``, any
+    array that reads what is sliced: numpy, dask, zarr) spread evenly over it, side by side, for
+    :func:`kind`; the whole of an image no bigger than the windows together."""
+    height, width = data.shape[:2]
+    if height * width <= grid * grid * window * window:
+        return np.asarray(data)
+    h, w = min(window, height), min(window, width)
+    rows = np.linspace(0, height - h, grid).astype(int)
+    cols = np.linspace(0, width - w, grid).astype(int)
+    return np.concatenate([np.asarray(data[r:r + h, c:c + w]) for r in rows for c in cols], axis=1)
+
+
 def background_level(image: np.ndarray) -> float:
     """``(H, W)`` or ``(H, W, C)`` -> 0..1: where the median lies between p1 and p99.8 of the
     luminance (0 for a constant image)."""

@@ -58,3 +58,19 @@ def test_dense_bright_cells_are_dark():
 def test_a_constant_or_empty_image_is_dark():
     assert kinds.background_level(np.full((50, 60), 7, np.uint8)) == 0.0
     assert kinds.kind(np.zeros((0, 0), np.uint8)) == "dark"
+
+
+def test_a_big_image_is_sampled_in_windows_spread_over_it():
+    import dask.array as da
+
+    image = np.arange(3000 * 2000, dtype=np.int64).reshape(3000, 2000, 1)
+    windows = kinds.sampled(da.from_array(image, chunks=(256, 256, 1)), grid=3, window=500)
+    rows, cols = (0, 1250, 2500), (0, 750, 1500)  # first, middle and last window along each side
+    expected = np.concatenate([image[r:r + 500, c:c + 500] for r in rows for c in cols], axis=1)
+    np.testing.assert_array_equal(windows, expected)
+    small = np.ones((600, 700, 3), np.uint8)  # no bigger than the windows together: all of it
+    assert kinds.sampled(small, grid=3, window=500).shape == small.shape
+    # the kind of the windows of a light image with dark nuclei is the kind of the whole
+    light = np.full((1600, 1600), 200, np.uint8)
+    light[::40, :] = 30
+    assert kinds.kind(kinds.sampled(light)) == kinds.kind(light) == "light"

@@ -283,3 +283,23 @@ def test_each_network_of_a_collection_resolves_its_own_engine_and_precision(fami
         (False, "tensorflow", "bfloat16"), (True, "tensorflow", "float32"),
         (False, "tensorflow", "bfloat16"), (True, "tensorflow", "float32")]
     assert sorted(asked) == sorted(chosen)  # once per network
+
+
+def test_a_big_image_goes_to_the_partner_of_its_kind(family, tmp_path):
+    # block by block (a TIFF with --block), the kind read from windows spread over the image
+    pytest.importorskip("zarr")
+    from click.testing import CliRunner
+
+    from keras_unet import data
+    from keras_unet.cli.main import main
+    from test_bigimages import read_result
+
+    dark = blobs()
+    reference = canonical(ndimage.label(dark > 127.5)[0])
+    data.write_image(tmp_path / "in" / "light.tif", (255 - dark).astype(np.uint8))
+    result = CliRunner().invoke(main, ["predict", "fam-bright", str(tmp_path / "in"), "--block", "64", "--format",
+                                       "instances", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "fam-dark, light background" in result.output
+    _, labels, _ = read_result(tmp_path / "out" / "light.ome.zarr")
+    np.testing.assert_array_equal(canonical(labels), reference)
