@@ -10,7 +10,8 @@ from conftest import child_env
 
 CONFIG = dict(depth=3, base_filters=4, tile=68, batch_size=2, epochs=2, steps_per_epoch=3, dropout=0.0,
               synthetic_images=4, synthetic_size=64, optimizer="sgd", learning_rate=0.05, momentum=0.9,
-              val_fraction=0.0, augment=True)
+              val_fraction=0.0, augment=True,
+              precision="float32")  # not auto: each process would measure, and could choose, for itself
 
 WORKER = """
 import json, sys
