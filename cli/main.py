@@ -315,9 +315,7 @@ def predict(model_path, inputs, out_dir, tile, batch_size, memory_mb, tta, kind,
     request = jobs.Request(out_dir=out_dir, kind=kind, postprocessing=predictor.postprocessing, block=block,
                            channel=channel, z=z, t=t, ngff=ngff, skip_done=skip_done,
                            options=Options(tile=tile, batch_size=batch_size, memory_mb=memory_mb, tta=tta,
-                                           engine=engine, precision=precision),
-                           partners=tuple((kind_, str(h.path), h.postprocessing)
-                                          for kind_, h in predictor.partner_handles().items()))
+                                           engine=engine, precision=precision))
     files = [f for path in inputs for f in data.find_images(path)]
     big = [f for f in files if jobs.is_big(f, block)]
     if diameter and (big or scheduler):
@@ -390,8 +388,11 @@ def _predict_big_and_distributed(predictor, client, files: list, big: list, requ
 
     from keras_unet import jobs
     from keras_unet.files import remove_stale_temporaries
-    from keras_unet.kinds import sampled
 
+    # a shipped model's partners for the tasks (loaded here, not for every local job: the local
+    # loop loads a partner when an image of its kind comes)
+    request = dataclasses.replace(request, partners=tuple((kind, str(h.path), h.postprocessing)
+                                                          for kind, h in predictor.partner_handles().items()))
     for number, path in enumerate(big, start=1):
         out = request.output(path)
         if request.done(path):
@@ -401,7 +402,7 @@ def _predict_big_and_distributed(predictor, client, files: list, big: list, requ
         image = source.open()
         shape = image.shape
         # a shipped model's partner for the image's kind, chosen here so the line can say which
-        model_path, chosen, note = jobs.partner_for(predictor.path, sampled(image.data), request)
+        model_path, chosen, note = jobs.big_image_partner(predictor.path, image, request)
         with click.progressbar(length=jobs.block_count(shape, request.block or jobs.DEFAULT_BLOCK), show_pos=True,
                                label=f"[{number}/{len(big)}] {path.name} ({shape[0]}x{shape[1]}, blocks"
                                      + (f", {note})" if note else ")")) as bar:

@@ -156,16 +156,13 @@ def predict_big(model_path, source: Source, out_path, request: "Request", client
     import dask
     from keras_unet.files import naming
     from keras_unet.inference import check_channels
-    from keras_unet.kinds import sampled
     from keras_unet.model import unet_config
     from keras_unet.normalize import percentile_values
 
     timings = {} if timings is None else timings
     image = source.open()
-    if request.partners:
-        model_path, chosen, _ = partner_for(model_path, sampled(image.data), request)
-        request = dataclasses.replace(request, postprocessing=chosen, partners=())
-    model_path = str(model_path)
+    model_path, chosen, _ = big_image_partner(model_path, image, request)
+    request = dataclasses.replace(request, postprocessing=chosen, partners=())
     config = unet_config(worker_model(model_path))
     block = request.block or DEFAULT_BLOCK
     grid = blocks.block_grid(image.shape, block, config["depth"])
@@ -316,6 +313,16 @@ def partner_for(model_path, image, request: Request) -> tuple[str, PostProcessin
     path, chosen = next(((partner, its) for of_kind, partner, its in request.partners if of_kind == image_kind),
                         (str(model_path), request.postprocessing))
     return str(path), chosen, f"{Path(path).parent.name}, {image_kind} background"
+
+
+def big_image_partner(model_path, image: ngff.LazyImage, request: Request) -> tuple[str, PostProcessing, str | None]:
+    """:func:`partner_for` a big image, its kind read from windows spread over it
+    (:func:`keras_unet.kinds.sampled`), read only where the request has partners."""
+    from keras_unet.kinds import sampled
+
+    if not request.partners:
+        return str(model_path), request.postprocessing, None
+    return partner_for(model_path, sampled(image.data), request)
 
 
 def predict_file(model_path: str, path: str, request: Request) -> str:

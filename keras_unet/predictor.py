@@ -114,9 +114,11 @@ class Predictor:
 
     def partner_handles(self) -> dict:
         """The partners' handles by image kind (``{}`` without partners)."""
+        return {kind: self._partner_handle(name) for kind, name in self.partners.items()}
+
+    def _partner_handle(self, name: str) -> "Predictor":
         # the package's folder, whatever folders of that name the working directory holds
-        return {kind: _partner(str(runs.SHIPPED / name), tuple(sorted(self.given.items())), self.diameter)
-                for kind, name in self.partners.items()}
+        return _partner(str(runs.SHIPPED / name), tuple(sorted(self.given.items())), self.diameter)
 
     def chosen_for(self, image: np.ndarray) -> tuple["Predictor", str | None]:
         """``(handle, note)``: :meth:`for_image` and, where this model has partners, which model
@@ -124,7 +126,8 @@ class Predictor:
         if not self.partners:
             return self, None
         kind = kinds.kind(image)
-        chosen = self.partner_handles().get(kind, self)
+        # only the partner an image needs is loaded: a job of fluorescence images never loads nuclei-stained
+        chosen = self._partner_handle(self.partners[kind]) if kind in self.partners else self
         return chosen, f"{chosen.name}, {kind} background"
 
     @property

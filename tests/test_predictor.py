@@ -303,3 +303,20 @@ def test_a_big_image_goes_to_the_partner_of_its_kind(family, tmp_path):
     assert "fam-dark, light background" in result.output
     _, labels, _ = read_result(tmp_path / "out" / "light.ome.zarr")
     np.testing.assert_array_equal(canonical(labels), reference)
+
+
+def test_a_partner_is_loaded_only_when_an_image_of_its_kind_comes(family, tmp_path):
+    from click.testing import CliRunner
+
+    from keras_unet import data, predictor as predictor_module
+    from keras_unet.cli.main import main
+
+    dark = blobs()
+    data.write_image(tmp_path / "in" / "dark.png", dark)
+    predictor_module._partner.cache_clear()
+    result = CliRunner().invoke(main, ["predict", "fam-bright", str(tmp_path / "in"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    Predictor.of("fam-bright").segment(dark)
+    assert predictor_module._partner.cache_info().currsize == 0  # fluorescence only: the partner never made
+    Predictor.of("fam-bright").segment((255 - dark).astype(np.uint8))
+    assert predictor_module._partner.cache_info().currsize == 1
