@@ -2,7 +2,7 @@
 into the package (``keras_unet/models/nuclei/``). Resumable: run the same command again after an
 interruption and it continues the run folder.
 
-    python benchmarks/nuclei_model.py --epochs 260 --target borders|three_class [--runs /tmp/nuclei_model]
+    python benchmarks/nuclei_model.py --epochs 260 --target borders|three_class [--zoom 1.5] [--runs /tmp/nuclei_model]
 
 Data: ../shared/data/dsb2018-train (531 DSB2018 stage-1 images with fixed instance masks, CC0).
 Split (:func:`budget.split`): every fifth image of each kind (fluorescence, brightfield, colour) is
@@ -66,10 +66,24 @@ def held_out_scores(source, tests: list, by_kind: bool = True, tta: int = 1) -> 
     return out
 
 
+
+def arm_rows(scores: dict, arms: dict) -> tuple[list, list]:
+    """The header and rows of a table of levers: for each arm (name -> a shipped model's name or a
+    run folder), its epochs (``-`` for a shipped model) and F1 / DSB per kind of ``scores[name]``
+    (:func:`held_out_scores`), the first arm's kinds and image counts in the header."""
+    first = next(iter(scores.values()))
+    header = ["model", "epochs of 25 steps"] + [f"{k} ({first[k]['images']}): F1 / DSB" for k in first]
+    rows = []
+    for name, per_kind in scores.items():
+        epochs = runs.Run(arms[name]).state().get("epoch") if isinstance(arms[name], Path) else "-"
+        rows.append([name, epochs] + [f"{per_kind[k]['f1_iou50']:.3f} / {per_kind[k]['dsb_score']:.3f}" for k in first])
+    return header, rows
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=int, default=260, help="epochs of 50 steps (260: about an hour here)")
     parser.add_argument("--target", choices=["borders", "three_class"], default="borders")
+    parser.add_argument("--zoom", type=float, default=1.0, help="fit's --zoom: scale augmentation (1: off)")
     parser.add_argument("--runs", default="/tmp/nuclei_model", help="the run folder (resumed where it exists)")
     parser.add_argument("--no-install", action="store_true", help="do not copy the result into the package")
     args = parser.parse_args()
@@ -79,7 +93,7 @@ def main():
     start = time.perf_counter()
     if "postprocessing" not in runs.record(run_dir):  # chosen at the very end of a finished run
         config = settings.preset("cpu", max_minutes=0.0, epochs=args.epochs, fixed_schedule=True, seed=0,
-                                 target=args.target)
+                                 target=args.target, zoom=args.zoom)
         dataset = data.load_pairs(train_pairs, train.weight_params(config))
         datasets = dataset.split(config.val_fraction, config.seed)
         if runs.Run(run_dir).started:
@@ -102,7 +116,8 @@ def main():
         "licence": "model: MIT (as keras-unet); training data: CC0 (Broad Institute BBBC038 with the community's mask fixes)",
         "input": "2D nuclei images, gray or RGB (gray is repeated to RGB), any bit depth: normalised per image by "
                  "percentiles inside the model; nuclei of about 10-60 px diameter",
-        "recipe": f"python benchmarks/nuclei_model.py --epochs {args.epochs} --target {args.target}",
+        "recipe": f"python benchmarks/nuclei_model.py --epochs {args.epochs} --target {args.target}"
+                  + (f" --zoom {args.zoom:g}" if args.zoom != 1.0 else ""),
         "trained": f"{state.get('epoch')} epochs x 50 steps, {wall:.0f} min of training and validation on 2 CPU cores "
                    f"({machine()})",
         "held_out": f"{len(test_pairs)} dsb2018-train images never seen in training (every fifth of each kind)",

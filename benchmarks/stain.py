@@ -15,8 +15,7 @@ from pathlib import Path
 
 from _common import write_table
 from budget import split
-from keras_unet import runs
-from nuclei_model import finetuned, held_out_scores
+from nuclei_model import arm_rows, finetuned, held_out_scores
 
 
 def trained(run_dir: Path, minutes: float, jitter: float, train_pairs: list) -> Path:
@@ -36,15 +35,10 @@ def main():
                                                                        args.jitter)):
         arms[name] = trained(Path(args.runs) / f"jitter-{jitter:g}", args.minutes, jitter, train_pairs)
     scores = {name: held_out_scores(source, tests) for name, source in arms.items()}
-    kinds = list(scores["shipped nuclei"])
-    rows = []
-    for name, per_kind in scores.items():
-        epochs = "-" if name.startswith("shipped") else runs.Run(Path(arms[name])).state().get("epoch")
-        rows.append([name, epochs] + [f"{per_kind[k]['f1_iou50']:.3f} / {per_kind[k]['dsb_score']:.3f}" for k in kinds])
+    header, rows = arm_rows(scores, arms)
     write_table("stain", "Stain jitter: the nuclei model trained on with and without it, per image kind",
                 f"python benchmarks/stain.py --minutes {args.minutes:g} --jitter {args.jitter:g}",
-                ["model", "epochs of 25 steps"] + [f"{k} ({scores['shipped nuclei'][k]['images']}): F1 / DSB"
-                                                   for k in kinds], rows,
+                header, rows,
                 "Held-out DSB2018 images of budget.split, each model with its own chosen post-processing. Both "
                 "arms start from the shipped model's weights with the finetune preset, the same seed and wall "
                 "budget; jitter: colour images' haematoxylin, eosin and DAB amounts scaled by U(1 - s, 1 + s) and "

@@ -1,11 +1,15 @@
-"""Training speed in float32 against bfloat16 (and what ``--precision auto`` picks) on this CPU: the
-``cpu`` preset's network, tile and batch on DSB2018 nuclei, real ``fit`` runs of a fixed schedule.
+"""Training speed in float32 against bfloat16 (and what ``--precision auto`` picks) on this CPU, real
+``fit`` runs of a fixed schedule: the ``cpu`` preset's network, tile and batch on DSB2018 nuclei, or
+the ``paper`` preset's (base 64, tile 572, batch 1, SGD) on the embedded synthetic cells (what
+``keras-unet fit`` trains by default).
 
-    python benchmarks/training_precision.py [--steps 40] [--epochs 3]
+    python benchmarks/training_precision.py [--preset cpu|paper] [--steps 40] [--epochs 3] [--name NAME]
 
 Each precision trains ``--epochs`` epochs of ``--steps`` steps from the same seed (no time limit,
 validation on the usual split); the speed is the training steps of the epochs after the first (the
 first builds the graph), from each epoch's ``train_seconds`` in ``log.csv``. Tiles/s = batch x steps / s.
+The two presets show where the host's work (reading, cutting, augmenting tiles on the same cores as
+the step) weighs: much at base 16, little at base 64, whose step is about 12x dearer per tile.
 """
 import argparse
 import tempfile
@@ -19,9 +23,14 @@ from keras_unet import runs, settings, train
 from keras_unet.precision import bfloat16_flags
 
 
-def steps_per_second(precision: str, steps: int, epochs: int) -> tuple[float, str]:
+# what each preset trains on: DSB2018 nuclei for cpu, the embedded synthetic cells (fit's default,
+# drawn at 512 px: the 572 px tile's 388 px output must fit in an image) for paper
+DATA = {"cpu": dict(data=str(DSB)), "paper": dict(data=None, synthetic_size=512)}
+
+
+def steps_per_second(preset: str, precision: str, steps: int, epochs: int) -> tuple[float, str]:
     with tempfile.TemporaryDirectory() as folder:
-        config = settings.preset("cpu", data=str(DSB), epochs=epochs, steps_per_epoch=steps, max_minutes=0.0,
+        config = settings.preset(preset, **DATA[preset], epochs=epochs, steps_per_epoch=steps, max_minutes=0.0,
                                  fixed_schedule=True, precision=precision)
         state = train.fit(config, Path(folder) / "run", verbose=0)
         log = np.genfromtxt(runs.run_file(Path(folder) / "run", runs.LOG), delimiter=",", names=True)
@@ -31,19 +40,25 @@ def steps_per_second(precision: str, steps: int, epochs: int) -> tuple[float, st
 
 def main():
     parser = argparse.ArgumentParser()
+    parser.add_argument("--preset", choices=sorted(DATA), default="cpu")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--name", help="the table's name under results/ [training_precision, _paper for paper]")
     args = parser.parse_args()
-    batch = settings.PRESETS["cpu"]["batch_size"]
+    config = settings.preset(args.preset)
     rows, speeds = [], {}
     for precision in ("float32", "bfloat16", "auto"):
-        speeds[precision], used = steps_per_second(precision, args.steps, args.epochs)
-        rows.append([precision, used, f"{1 / speeds[precision]:.3f}", f"{batch * speeds[precision]:.1f}",
+        speeds[precision], used = steps_per_second(args.preset, precision, args.steps, args.epochs)
+        rows.append([precision, used, f"{1 / speeds[precision]:.3f}", f"{config.batch_size * speeds[precision]:.1f}",
                      f"{speeds[precision] / speeds['float32']:.2f}x"])
-    write_table("training_precision", "Training steps in float32 and bfloat16 (cpu preset: base 16, tile 348, batch 2)",
-                f"python benchmarks/training_precision.py --steps {args.steps} --epochs {args.epochs}",
+    name = args.name or "training_precision" + ("" if args.preset == "cpu" else f"_{args.preset}")
+    data = "DSB2018 nuclei" if DATA[args.preset]["data"] else "The embedded synthetic cells (512 px)"
+    write_table(name, f"Training steps in float32 and bfloat16 ({args.preset} preset: base {config.base_filters}, "
+                f"tile {config.tile}, batch {config.batch_size}, {config.optimizer})",
+                f"python benchmarks/training_precision.py --preset {args.preset} --steps {args.steps} --epochs {args.epochs}"
+                + (f" --name {args.name}" if args.name else ""),
                 ["--precision", "trained in", "s / step", "tiles / s", "vs float32"], rows,
-                f"bfloat16 flags of this CPU: {bfloat16_flags()}. DSB2018 nuclei with augmentation on the host "
+                f"bfloat16 flags of this CPU: {bfloat16_flags()}. {data} with augmentation on the host "
                 f"(tf.data), {args.epochs} epochs of {args.steps} steps each, the first (graph building) left out. "
                 "auto measured a few steps of each precision once (cached) and trained in the faster.")
 

@@ -104,6 +104,9 @@ FIT_OPTIONS = [
     ("--stain-jitter", "stain_jitter", float,
      "Jitter the stains of colour images (H&E and others) by this much optical density, as a colour "
      "augmentation: 0.05 light, 0.2 strong; gray images stay gray [0: off]."),
+    ("--zoom", "zoom", float,
+     "Scale augmentation: each training tile zoomed by a factor log-uniform in [1/Z, Z], so the model "
+     "meets objects larger and smaller than the training images hold; 1.25-1.5 moderate [1: off]."),
     ("--select-on", "select_on", click.Choice(["auto", "object_f1", "iou", "loss"]),
      "Validation measure that picks model.keras [auto: object F1 for 2 classes, else IoU]."),
     ("--seed", "seed", int, "Random seed [0]."),
@@ -574,8 +577,10 @@ def evaluate(model_path, data_dir, out_dir, tile, batch_size, tta, threshold, sw
 @click.option("--classes", "n_classes", type=click.IntRange(min=2), default=2, show_default=True)
 @click.option("--stain-jitter", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
               help="Draw the samples with fit's --stain-jitter (colour images' stains jittered).")
+@click.option("--zoom", type=click.FloatRange(1.0, 4.0), default=1.0, show_default=True,
+              help="Draw the samples with fit's --zoom (tiles zoomed by up to this factor either way).")
 @user_errors
-def inspect_data(data_dir, png_path, tile, samples, seed, mask_kind, n_classes, stain_jitter):
+def inspect_data(data_dir, png_path, tile, samples, seed, mask_kind, n_classes, stain_jitter, zoom):
     """Check a dataset (counts, sizes, mask kinds, class frequencies, what fit would refuse) and
     draw augmented samples."""
     from keras_unet import augment, data, pipeline, plots, synthetic
@@ -591,7 +596,7 @@ def inspect_data(data_dir, png_path, tile, samples, seed, mask_kind, n_classes, 
     if dataset.problems:
         raise InputError(f"{len(dataset.problems)} problem(s) found: keras-unet fit would refuse this dataset")
     data.check_tile_fits(dataset, tile)
-    batch = next(iter(pipeline.training_dataset(dataset, tile, samples, params=augment.AugmentParams(stain=stain_jitter),
+    batch = next(iter(pipeline.training_dataset(dataset, tile, samples, params=augment.AugmentParams(stain=stain_jitter, zoom=zoom),
                                                 value_range=dataset.input_range(), seed=seed)))
     path = plots.augmented_grid(batch[0].numpy(), batch[1].numpy(), png_path)
     click.echo(f"no problems found; augmented samples -> {path}")

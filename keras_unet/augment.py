@@ -50,6 +50,11 @@ class AugmentParams:
     # gray): each stain's amount scaled by U(1 - s, 1 + s) and shifted by U(-s, s) optical density
     # (Tellez et al. 2018, "HED jitter"; 0.05 is their light setting). Gray images are left gray.
     stain: float = 0.0
+    # Object size: each tile sampled at a scale log-uniform in [1 / zoom, zoom] (source px per tile
+    # px), so a model meets nuclei larger and smaller than its training images hold; 1 = off (the
+    # paper does not zoom). Labels and weight maps are sampled at the same places, so a 1 px border
+    # may thin out under zoom > 1: moderate factors (1.25-1.5).
+    zoom: float = 1.0
 
     @classmethod
     def none(cls) -> "AugmentParams":
@@ -113,6 +118,11 @@ def tile_coordinates(seed, size, centre, params: AugmentParams):
         angle = tf.random.stateless_uniform([], seeds[1], -params.rotation, params.rotation) * (math.pi / 180.0)
         cos, sin = tf.cos(angle), tf.sin(angle)
         dy, dx = cos * dy - sin * dx, sin * dy + cos * dx
+    if params.zoom != 1.0:  # its own stream (fold-in): the other draws stay those of earlier versions
+        log_zoom = math.log(params.zoom)
+        factor = tf.exp(tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(
+            tf.cast(seed, tf.int64), 7), -log_zoom, log_zoom))
+        dy, dx = dy * factor, dx * factor
     if params.elastic_sigma:
         field = elastic_field(seeds[2], size, size, params.elastic_sigma, params.elastic_grid)
         dy, dx = dy + field[..., 0], dx + field[..., 1]
@@ -275,10 +285,10 @@ def _augment(image, target, weights, origin, centre, seed, input_size, output_si
 
 def window_radius(input_size: int, params: AugmentParams) -> int:
     """Half-side (px) of a window holding every source pixel of a tile: the rotated tile's corner
-    (sqrt 2 x half the tile), the deformation (4 sigma cut, x 1.25**2: the bicubic kernel's
-    weights sum to at most 1.25 in absolute value per axis), the shift, and 2 px for the bilinear
-    neighbours."""
-    reach = (input_size - 1) / 2.0 * (math.sqrt(2.0) if params.rotation else 1.0)
+    (sqrt 2 x half the tile, x the largest zoom), the deformation (4 sigma cut, x 1.25**2: the
+    bicubic kernel's weights sum to at most 1.25 in absolute value per axis), the shift, and 2 px
+    for the bilinear neighbours."""
+    reach = (input_size - 1) / 2.0 * (math.sqrt(2.0) if params.rotation else 1.0) * max(params.zoom, 1.0)
     return int(math.ceil(reach + 4.0 * 1.25**2 * params.elastic_sigma + params.shift)) + 2
 
 

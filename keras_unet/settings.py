@@ -59,6 +59,7 @@ class TrainConfig:
     tensorboard: bool = False
     augment: bool = True
     augment_on: str = "auto"  # host | device | auto (device where a GPU is, else host)
+    zoom: float = 1.0  # tiles sampled at a scale log-uniform in [1/zoom, zoom] (augment.AugmentParams.zoom); 1 = off
     stain_jitter: float = 0.0  # optical density: colour images' stains jittered by this (augment.stain_jitter); 0 = off
     select_on: str = "auto"  # the best model.keras by: auto (object_f1 for 2 classes, else iou) | object_f1 | iou | loss
     seed: int = 0
@@ -109,6 +110,7 @@ class TrainConfig:
             ("percentiles", len(self.percentiles) == 2 and 0 <= self.percentiles[0] < self.percentiles[1] <= 100,
              "two numbers 0 <= low < high <= 100 (e.g. 1 99.8)"),
             ("augment_on", self.augment_on in ("auto", "host", "device"), "auto, host or device"),
+            ("zoom", 1.0 <= self.zoom <= 4.0, "between 1 (off) and 4 (1.25-1.5: moderate)"),
             ("stain_jitter", 0.0 <= self.stain_jitter <= 1.0, "between 0 and 1 (0.05: light, 0.2: strong)"),
             ("select_on", self.select_on in ("auto", "object_f1", "iou", "loss"), "auto, object_f1, iou or loss"),
             ("strategy", self.strategy in ("default", "mirrored", "multiworker"), "default, mirrored or multiworker"),

@@ -556,7 +556,8 @@ def _train(config: TrainConfig, run_dir: Path, state: dict, resume: bool, verbos
         _start_folder(config, run_dir, resume, prepared, train_data, val_data)
     model = _model(config, run_dir, resume, strategy, train_data.channels, prepared.input_range, source)
     global_batch = config.batch_size * strategy.num_replicas_in_sync
-    params = augment.AugmentParams(stain=config.stain_jitter) if config.augment else augment.AugmentParams.none()
+    params = (augment.AugmentParams(stain=config.stain_jitter, zoom=config.zoom) if config.augment
+              else augment.AugmentParams.none())
     train_ds = pipeline.training_dataset(train_data, config.tile, global_batch, config.depth, config.padding,
                                          params, prepared.value_range, seed=config.seed * 100_003 + state["epoch"],
                                          on_device=augment_on_device(config))

@@ -191,3 +191,44 @@ def test_fit_takes_stain_jitter_and_refuses_a_wrong_one(tmp_path):
     result = CliRunner().invoke(main, ["fit", "--stain-jitter", "2", "--out", str(tmp_path / "run")])
     assert result.exit_code == 2 and "--stain-jitter must be between 0 and 1" in result.output, result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_zoom_scales_tiles_isotropically_within_its_range_and_leaves_the_other_draws():
+    """On a plane I = 0.2 y + 0.3 x (bilinear sampling is exact there, no border within reach, inside
+    0-255) a zoomed tile is a plane of slopes 0.2 f and 0.3 f: one factor f per tile, log-uniform in
+    [1/zoom, zoom]."""
+    ys, xs = np.mgrid[0:400, 0:400].astype(np.float32)
+    plane = tf.constant((0.2 * ys + 0.3 * xs)[..., None])
+    zoomed = dataclasses.replace(augment.AugmentParams.none(), zoom=1.5)
+    factors = []
+    for i in range(40):
+        rows, cols = augment.tile_coordinates(tf.constant([i, 9], tf.int64), 60, tf.constant([200.0, 200.0]), zoomed)
+        tile = augment.sample_bilinear(plane, rows, cols).numpy()
+        slope_y, slope_x = np.diff(tile[..., 0], axis=0).mean(), np.diff(tile[..., 0], axis=1).mean()
+        np.testing.assert_allclose(slope_y / 0.2, slope_x / 0.3, rtol=1e-3)  # isotropic
+        np.testing.assert_allclose(np.diff(tile[..., 0], axis=1), slope_x, atol=1e-3)  # a plane: a pure zoom
+        factors.append(slope_x / 0.3)
+    logs = np.log(factors)
+    assert np.all(np.abs(logs) <= np.log(1.5) + 1e-4)
+    assert logs.min() < -0.6 * np.log(1.5) and logs.max() > 0.6 * np.log(1.5)  # both ways, most of the range
+    # zoom 1 is off: the samples of every seed are those without the setting
+    plain = augment.AugmentParams()
+    for params in (plain, dataclasses.replace(plain, zoom=1.0)):
+        ys_, xs_ = augment.tile_coordinates(SEED, 32, tf.constant([50.0, 50.0]), params)
+        np.testing.assert_array_equal(ys_.numpy(), augment.tile_coordinates(SEED, 32, tf.constant([50.0, 50.0]), plain)[0].numpy())
+    # zoom draws from its own stream: the rotation and deformation of a seed stay those without it
+    base = augment.tile_coordinates(SEED, 32, tf.constant([0.0, 0.0]), plain)
+    with_zoom = augment.tile_coordinates(SEED, 32, tf.constant([0.0, 0.0]), dataclasses.replace(plain, zoom=1.5))
+    assert not np.allclose(with_zoom[0].numpy(), base[0].numpy())
+
+
+def test_fit_takes_zoom_and_refuses_a_wrong_one(tmp_path):
+    from click.testing import CliRunner
+
+    from keras_unet.cli.main import main
+    from keras_unet.settings import TrainConfig
+
+    assert TrainConfig.from_dict({}).zoom == 1.0  # runs of before: off
+    result = CliRunner().invoke(main, ["fit", "--zoom", "0.5", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "--zoom must be between 1 (off) and 4" in result.output, result.output
+    assert not (tmp_path / "run").exists()

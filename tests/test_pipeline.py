@@ -63,12 +63,12 @@ def test_validation_costs_about_what_prediction_costs_whatever_the_training_tile
 def test_device_side_augmentation_equals_the_host_pipeline():
     """The same seed gives the same batches whether the host augments each sample from the whole
     image or the device augments batches of windows: images, labels and weights, every augmentation
-    on (rotation, flips, elastic, shift, gray values), odd image sizes and a tile larger than an
+    on (rotation, flips, elastic, shift, zoom, gray values), odd image sizes and a tile larger than an
     image (mirrored context)."""
     from keras_unet import augment, data, synthetic
 
     dataset = synthetic.as_dataset(3, (150, 131), 4, data.WeightParams())
-    params = augment.AugmentParams(shift=7.0)
+    params = augment.AugmentParams(shift=7.0, zoom=1.5)
     for tile in (188, 252):
         host = pipeline.training_dataset(dataset, tile, 2, params=params, seed=11)
         device = pipeline.training_dataset(dataset, tile, 2, params=params, seed=11, on_device=True)
@@ -81,12 +81,12 @@ def test_device_side_augmentation_equals_the_host_pipeline():
 
 def test_window_holds_every_source_pixel_of_a_tile():
     """The window radius bounds the farthest source coordinate of a tile over many seeds, with the
-    strongest settings (rotation, elastic draws cut at 4 sigma, shift)."""
+    strongest settings (rotation, elastic draws cut at 4 sigma, shift, zoom)."""
     import tensorflow as tf
 
     from keras_unet import augment
 
-    params = augment.AugmentParams(elastic_sigma=10.0, shift=5.0)
+    params = augment.AugmentParams(elastic_sigma=10.0, shift=5.0, zoom=1.5)
     radius = augment.window_radius(188, params)
     farthest = 0.0
     for i in range(200):
