@@ -1,7 +1,7 @@
 """``keras-unet predict nuclei --format instances`` stage by stage, float32 TensorFlow against
 ``--precision auto`` (bfloat16 where the CPU has it), and end to end with process start.
 
-    python benchmarks/stages.py [--images 120] [--name stages]
+    python benchmarks/stages.py [--images 120] [--name stages] [--repeat 3]
 
 Images: the 106 held-out DSB2018 images of the shipped model's card (benchmarks/budget.py's split)
 and, to make 120, the first of its training images by name; the object scores are over the 106.
@@ -9,7 +9,9 @@ Stages (seconds summed over the job, in-process through the CLI): reading, whole
 normalisation, tiling (padding, cutting tiles, stitching), the network, instances (components,
 holes, small objects, borders given back) and writing. Then the same two jobs end to end as a
 user runs them, each in a fresh process (``keras-unet predict``), with the objects' F1 @ IoU 0.5
-and DSB score against the true masks.
+and DSB score against the true masks. ``--repeat N`` runs the three end-to-end jobs N times each,
+taking turns (tensorflow float32, auto, auto after a conversion, again), and gives the median and
+the range: one run each on a shared 2-core machine moved a ratio by 10 %.
 """
 import argparse
 import functools
@@ -113,6 +115,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=120)
     parser.add_argument("--name", default="stages")
+    parser.add_argument("--repeat", type=int, default=1, help="end-to-end runs of each job, taking turns")
     args = parser.parse_args()
     from keras_unet.precision import bfloat16_flags
 
@@ -134,18 +137,30 @@ def main():
             stages[name] = stage_seconds(folder, options)
             ends[name] = (end_to_end(folder, options, work / name.replace(" ", "_")),
                           *scores(work / name.replace(" ", "_"), tests))
+        (work / "cache").mkdir(exist_ok=True)  # a job too short to measure leaves none
+        shutil.copytree(work / "cache", work / "cache-measured")  # auto's cache before any conversion
         convert_once()
         ends["converted, first"] = end_to_end(folder, JOBS["auto"], work / "first")  # measures the converted engines
         stages["converted"] = stage_seconds(folder, JOBS["auto"])
         ends["converted"] = (end_to_end(folder, JOBS["auto"], work / "converted"), *scores(work / "converted", tests))
         names = ["tensorflow float32", "auto", "converted"]
+        turns = {name: [ends[name][0]] for name in names}
+        for turn in range(args.repeat - 1):  # taking turns, so a change in the machine's load falls on all three
+            for name, options, cache in [(names[0], JOBS["tensorflow float32"], None),
+                                         (names[1], JOBS["auto"], work / "cache-measured"),
+                                         (names[2], JOBS["auto"], work / "cache")]:
+                turns[name].append(end_to_end(folder, options, work / f"turn{turn}-{names.index(name)}", cache=cache))
+        for name in names:
+            ends[name] = (float(np.median(turns[name])), *ends[name][1:])
         order = ["reading", "normalisation", "tiling", "network", "instances", "writing", "other", "whole job"]
         f32 = stages["tensorflow float32"]
         for stage in order:
             ratios = [f"{f32[stage] / stages[n][stage]:.2f}x" if stages[n][stage] > 0 else "-" for n in names[1:]]
             rows.append([stage] + [f"{stages[n][stage]:.2f}" for n in names] + [" / ".join(ratios)])
         base = ends["tensorflow float32"][0]
-        rows.append(["end to end, fresh process (s)"] + [f"{ends[n][0]:.1f}" for n in names]
+        spread = (lambda n: f" ({min(turns[n]):.1f}-{max(turns[n]):.1f})") if args.repeat > 1 else (lambda n: "")
+        rows.append([f"end to end, fresh process (s){f', median of {args.repeat} (range)' if args.repeat > 1 else ''}"]
+                    + [f"{ends[n][0]:.1f}{spread(n)}" for n in names]
                     + [" / ".join(f"{base / ends[n][0]:.2f}x" for n in names[1:])])
         rows.append(["end to end, first use (s): empty cache / first job after the conversion", "",
                      f"{ends['cold']:.1f}", f"{ends['converted, first']:.1f}",
@@ -156,7 +171,7 @@ def main():
     finally:
         shutil.rmtree(work, ignore_errors=True)
     write_table(args.name, f"predict nuclei --format instances on {len(pairs)} DSB2018 images, stage by stage",
-                f"python benchmarks/stages.py --images {args.images}",
+                f"python benchmarks/stages.py --images {args.images}" + (f" --repeat {args.repeat}" if args.repeat > 1 else ""),
                 ["stage", "tensorflow float32 (s)", f"auto: {stages['auto']['engine']} (s)",
                  f"auto, network converted before: {stages['converted']['engine']} (s)", "speed-up"], rows,
                 f"bfloat16 flags of this CPU: {bfloat16_flags()}. In-process through the CLI (the model loaded and "
