@@ -22,8 +22,7 @@ from skimage.segmentation import expand_labels, watershed
 from _common import machine, write_table
 from budget import kind, split
 from keras_unet import data, inference, metrics
-from keras_unet.instances import (fill_holes, give_back_borders, instances_from_binary,
-                                  instances_from_probabilities, remove_small)
+from keras_unet.instances import fill_holes, give_back_borders, instances_from_binary, remove_small
 from keras_unet.predictor import Predictor
 
 OBJECT_ROWS = ["matched", "merged with a neighbour", "cut in pieces", "missed", "outline off"]
@@ -31,27 +30,25 @@ FALSE_ROWS = ["on background", "a merged blob", "other"]
 
 
 def probabilities(pairs: list) -> list:
-    """``(p (H, W) of the object class, true labels, kind, threshold, min size)`` of each pair, as
-    ``predict nuclei`` makes them."""
+    """``(p (H, W) of the object class, true labels, kind, the handle's PostProcessing)`` of each
+    pair, as ``predict nuclei`` makes them."""
     predictor, out = Predictor.of("nuclei", by_kind=True), []
     for image_path, mask_path in pairs:
         image = data.read_image(image_path)
         handle = predictor.for_image(image)
         p = inference.predict_probabilities(handle.model, image)[..., 1]
-        out.append((p, data.read_image(mask_path).astype(np.int64), kind(image),
-                    handle.postprocessing.threshold, handle.postprocessing.min_size))
+        out.append((p, data.read_image(mask_path).astype(np.int64), kind(image), handle.postprocessing))
     return out
 
 
-def labels(p, threshold, min_size):
-    """The model's own objects (keras_unet.instances)."""
-    return instances_from_probabilities(np.stack([1 - p, p], -1), threshold=threshold, min_size=min_size,
-                                        dtype=np.int32)
+def labels(p, post):
+    """The model's own objects: what ``predict`` makes of ``p`` with the handle's PostProcessing."""
+    return post.objects(np.stack([1 - p, p], -1)).astype(np.int32)
 
 
-def grown(p, threshold, min_size, into: float):
+def grown(p, post, into: float):
     """The objects grown over ``p >= into`` (watershed of -p from them)."""
-    found = labels(p, threshold, min_size)
+    found = labels(p, post)
     return watershed(-p, markers=found, mask=(p >= into) | (found > 0)).astype(np.int32)
 
 
@@ -62,49 +59,53 @@ def eroded(found):
     return np.where((low == found) & (high == found), found, 0)
 
 
-def seeded(p, threshold, min_size, seed: float, seed_min: int = 8):
+def seeded(p, post, seed: float, seed_min: int = 8):
     """Seeds where ``p >= seed`` (components of ``seed_min`` px or more), grown by watershed of -p
     over the model's own mask; mask components without a seed stay objects of their own."""
-    mask = p >= (0.5 if threshold is None else threshold)
+    mask = p >= (0.5 if post.threshold is None else post.threshold)
     found = watershed(-p, markers=remove_small(instances_from_binary(p >= seed), seed_min), mask=mask).astype(np.int32)
     rest = instances_from_binary(mask & (found == 0))
     found = np.where(rest > 0, rest + found.max(), found)
-    return give_back_borders(remove_small(fill_holes(found), min_size), 2)
+    return give_back_borders(remove_small(fill_holes(found), post.min_size), 2)
 
 
 VARIANTS = {
     "the model's own (threshold, min size, borders given back)": labels,
-    "grown into p >= 0.6": lambda p, t, m: grown(p, t, m, 0.6),
-    "grown into p >= 0.4": lambda p, t, m: grown(p, t, m, 0.4),
-    "dilated 1 px": lambda p, t, m: expand_labels(labels(p, t, m), 1),
-    "eroded 1 px": lambda p, t, m: eroded(labels(p, t, m)),
-    "seeds p >= 0.8, grown to the threshold": lambda p, t, m: seeded(p, t, m, 0.8),
-    "seeds p >= 0.95, grown to the threshold": lambda p, t, m: seeded(p, t, m, 0.95),
+    "grown into p >= 0.6": lambda p, post: grown(p, post, 0.6),
+    "grown into p >= 0.4": lambda p, post: grown(p, post, 0.4),
+    "dilated 1 px": lambda p, post: expand_labels(labels(p, post), 1),
+    "eroded 1 px": lambda p, post: eroded(labels(p, post)),
+    "seeds p >= 0.8, grown to the threshold": lambda p, post: seeded(p, post, 0.8),
+    "seeds p >= 0.95, grown to the threshold": lambda p, post: seeded(p, post, 0.95),
 }
 
 
 def overlaps(found, truth):
-    """Pixel counts ``(true id, found id) -> n`` (0 = background) and each object's area."""
+    """Pixel counts ``{true id: {found id: n}}`` (0 = background) and each object's area, in one
+    pass over the distinct (true, found) pairs (np.unique)."""
     pairs, counts = np.unique(np.stack([truth.ravel(), found.ravel()]), axis=1, return_counts=True)
-    table = {(int(a), int(b)): int(n) for (a, b), n in zip(pairs.T, counts)}
-    areas_true, areas_found = {}, {}
-    for (a, b), n in table.items():
+    by_true, areas_true, areas_found = {}, {}, {}
+    for a, b, n in zip(pairs[0].tolist(), pairs[1].tolist(), counts.tolist()):
+        by_true.setdefault(a, {})[b] = n
         areas_true[a] = areas_true.get(a, 0) + n
         areas_found[b] = areas_found.get(b, 0) + n
-    return table, areas_true, areas_found
+    return by_true, areas_true, areas_found
 
 
 def error_counts(found, truth) -> dict:
     """The rows of table 1 for one image, counted."""
-    table, area_t, area_f = overlaps(found, truth)
+    by_true, area_t, area_f = overlaps(found, truth)
     matched_t, matched_f = set(), set()
-    for (a, b), n in table.items():
-        if a and b and n / (area_t[a] + area_f[b] - n) > 0.5:
-            matched_t.add(a), matched_f.add(b)
+    halves = dict.fromkeys(area_f, 0)  # found id -> true objects it holds half of
+    for a, row in by_true.items():
+        for b, n in row.items():
+            if a and b and n / (area_t[a] + area_f[b] - n) > 0.5:
+                matched_t.add(a), matched_f.add(b)
+            if a and n >= area_t[a] / 2:
+                halves[b] += 1
     counts = dict.fromkeys(OBJECT_ROWS + FALSE_ROWS, 0)
-    halves = {b: sum(1 for (a, c), n in table.items() if c == b and a and n >= area_t[a] / 2) for b in area_f if b}
     for a in (a for a in area_t if a):
-        inside = {b: n for (x, b), n in table.items() if x == a and b}
+        inside = {b: n for b, n in by_true[a].items() if b}
         best = max(inside, key=inside.get) if inside else None
         if a in matched_t:
             counts["matched"] += 1
@@ -117,7 +118,7 @@ def error_counts(found, truth) -> dict:
         else:
             counts["outline off"] += 1
     for b in (b for b in area_f if b and b not in matched_f):
-        if table.get((0, b), 0) >= area_f[b] / 2:
+        if by_true.get(0, {}).get(b, 0) >= area_f[b] / 2:
             counts["on background"] += 1
         elif halves[b] >= 2:
             counts["a merged blob"] += 1
@@ -131,12 +132,12 @@ def main():
     val_names = set(Predictor.of("nuclei").record["val_samples"])  # file names (nuclei_model.py)
     sets = {"validation": probabilities([p for p in train_pairs if p[0].name in val_names]),
             "held out": probabilities(tests)}
-    kinds = sorted({k for *_, k, _, _ in sets["held out"]}) + ["all"]
+    kinds = sorted({k for _, _, k, _ in sets["held out"]}) + ["all"]
 
     per_kind = {k: dict.fromkeys(OBJECT_ROWS + FALSE_ROWS, 0) for k in kinds}
     ious = {k: [] for k in kinds}
-    for p, truth, k, t, m in sets["held out"]:
-        found = labels(p, t, m)
+    for p, truth, k, post in sets["held out"]:
+        found = labels(p, post)
         for name, n in error_counts(found, truth).items():
             per_kind[k][name] += n
             per_kind["all"][name] += n
@@ -149,14 +150,14 @@ def main():
     for name in FALSE_ROWS:
         rows.append([f"found, unmatched: {name}"] + [str(per_kind[k][name]) for k in kinds])
     rows.append(["mean IoU of the matched objects"] + [f"{np.mean(ious[k]):.3f}" for k in kinds])
-    header = ["held-out objects"] + [f"{k} ({sum(1 for *_, x, _, _ in sets['held out'] if x == k or k == 'all')} images)"
+    header = ["held-out objects"] + [f"{k} ({sum(1 for _, _, x, _ in sets['held out'] if x == k or k == 'all')} images)"
                                      for k in kinds]
 
     variant_rows = []
     for name, make in VARIANTS.items():
         cells = []
         for which in ("validation", "held out"):
-            scores = [metrics.evaluate_objects(make(p, t, m), truth) for p, truth, _, t, m in sets[which]]
+            scores = [metrics.evaluate_objects(make(p, post), truth) for p, truth, _, post in sets[which]]
             cells.append(f"{np.mean([s['f1'] for s in scores]):.3f} / {np.mean([s['dsb_score'] for s in scores]):.3f}")
         variant_rows.append([name] + cells)
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from _common import machine
 from budget import kind, split
-from errors import OBJECT_ROWS, error_counts
+from errors import error_counts
 from keras_unet import data, inference, metrics, runs, settings, train
 from keras_unet.predictor import Predictor
 
@@ -59,16 +59,14 @@ def held_out_scores(source, tests: list, by_kind: bool = True, tta: int = 1) -> 
         image, truth = data.read_image(image_path), data.read_image(mask_path).astype(np.int64)
         handle = predictor.for_image(image)
         found = handle.postprocessing.objects(inference.predict_probabilities(handle.model, image, tta=tta))
-        merged = error_counts(found.astype(np.int64), truth)
-        per_kind.setdefault(kind(image), []).append({**metrics.evaluate_objects(found, truth),
-                                                     "merged": merged["merged with a neighbour"],
-                                                     "true": sum(merged[r] for r in OBJECT_ROWS)})
+        merged = error_counts(found.astype(np.int64), truth)["merged with a neighbour"]
+        per_kind.setdefault(kind(image), []).append({**metrics.evaluate_objects(found, truth), "merged": merged})
     everything = [r for rows in per_kind.values() for r in rows]
     out = {}
     for name, rows in sorted(per_kind.items()) + [("all", everything)]:
         out[name] = {"images": len(rows), "f1_iou50": round(float(np.mean([r["f1"] for r in rows])), 3),
                      "dsb_score": round(float(np.mean([r["dsb_score"] for r in rows])), 3),
-                     "merged": round(sum(r["merged"] for r in rows) / max(1, sum(r["true"] for r in rows)), 3)}
+                     "merged": round(sum(r["merged"] for r in rows) / max(1, sum(r["objects_true"] for r in rows)), 3)}
     return out
 
 
