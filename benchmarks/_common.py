@@ -20,9 +20,9 @@ def best_of(fn, repeat: int = 3, number: int = 1) -> float:
 
 
 def machine() -> str:
-    from keras_unet.engines import cpu_model
+    from keras_unet.engines import describe_cpu
 
-    return f"{os.cpu_count()} cores, {cpu_model()}"
+    return f"{os.cpu_count()} cores, {describe_cpu()}"
 
 
 def write_table(name: str, title: str, command: str, header: list[str], rows: list[list], notes: str = "") -> Path:

@@ -30,7 +30,7 @@ import numpy as np
 
 from keras_unet.errors import SettingsError
 from keras_unet.files import atomic_path, cache_root
-from keras_unet.precision import bfloat16_network, candidates, check_precision
+from keras_unet.precision import bfloat16_flags, bfloat16_network, candidates, check_precision, cpuinfo
 
 ENGINES = ("auto", "tensorflow", "onnxruntime", "openvino")
 EXTRAS = {"onnxruntime": ("onnxruntime", "tf2onnx"), "openvino": ("openvino", "tf2onnx")}
@@ -151,17 +151,29 @@ def cpu_model() -> str:
     """The CPU's model name (/proc/cpuinfo), or the platform's processor string."""
     import platform
 
-    try:
-        with open("/proc/cpuinfo") as fh:
-            return next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
+    return cpuinfo().get("model name") or platform.processor() or platform.machine()
+
+
+def cpu_generation() -> str:
+    """The CPU's family and model numbers (``family 25 model 17``; /proc/cpuinfo), or ``""``.
+
+    Clouds name very different CPUs alike ("AMD EPYC" is a Zen 3 with AVX2 and a Zen 4 with
+    AVX512_BF16 here), so the name alone does not tell one generation from the next."""
+    fields = cpuinfo()
+    family, model = fields.get("cpu family"), fields.get("model")
+    return f"family {family} model {model}" if family and model else ""
+
+
+def describe_cpu() -> str:
+    """The CPU as tables and caches name it: model name, generation and bfloat16 flags
+    (``AMD EPYC, family 25 model 17, bf16: avx512_bf16``)."""
+    return ", ".join(part for part in (cpu_model(), cpu_generation(), f"bf16: {bfloat16_flags()}") if part)
 
 
 def machine_key() -> str:
-    """CPU model and thread count: what an engine's measurement holds for."""
+    """The CPU (:func:`describe_cpu`) and thread count: what an engine's measurement holds for."""
     threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cpu_model()} / {threads} threads"
+    return f"{describe_cpu()} / {threads} threads"
 
 
 def _choices_file() -> Path:
@@ -247,18 +259,20 @@ def resolve(network, engine: str, tile_shape, n_batches: int, precision: str = "
     unless ``auto``. ``auto`` takes the fastest measured before on this machine, else measures
     where the job is long enough to pay for it: a conversion (ONNX Runtime, OpenVINO) only after
     :data:`CONVERSION_PAYS_AFTER` s of TensorFlow time (or where the network was converted before),
-    a measurement after :data:`BFLOAT16_PAYS_AFTER` s; a shorter job stays in TensorFlow float32."""
+    a measurement after :data:`BFLOAT16_PAYS_AFTER` s; a shorter job stays in float32 (TensorFlow
+    for ``auto``, else the engine given)."""
     check_precision(precision)
     pairs = options(engine, precision)
     if len(pairs) == 1:
         return pairs[0]
     known = measured_seconds(network, tile_shape)
-    if engine == "auto" and not all(backend_name(*pair) in known for pair in pairs):
+    if not all(backend_name(*pair) in known for pair in pairs):
         seconds = (known.get("tensorflow/float32") or tensorflow_seconds(network, tile_shape)) * n_batches
-        if seconds < CONVERSION_PAYS_AFTER and not converted(network):  # TensorFlow only: nothing to convert
-            pairs = [pair for pair in pairs if pair[0] == "tensorflow"]
-        if seconds < BFLOAT16_PAYS_AFTER:  # too short to measure: what is known, else float32
-            pairs = [pair for pair in pairs if backend_name(*pair) in known] or [("tensorflow", "float32")]
+        if engine == "auto" and seconds < CONVERSION_PAYS_AFTER and not converted(network):
+            pairs = [pair for pair in pairs if pair[0] == "tensorflow"]  # TensorFlow only: nothing to convert
+        if seconds < BFLOAT16_PAYS_AFTER:  # too short to measure (an engine given too): what is known, else float32
+            fallback = ("tensorflow" if engine == "auto" else engine, "float32")
+            pairs = [pair for pair in pairs if backend_name(*pair) in known] or [fallback]
         if len(pairs) == 1:  # nothing left to choose between
             return pairs[0]
     todo = [pair for pair in pairs if backend_name(*pair) not in known]

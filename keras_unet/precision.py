@@ -27,13 +27,28 @@ FLOAT32_LAYERS = ("normalize", "probabilities")
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
+CPUINFO = "/proc/cpuinfo"
+
+
+def cpuinfo() -> dict[str, str]:
+    """The first processor's fields of :data:`CPUINFO` (``model name``, ``cpu family``, ``flags``,
+    ...; empty where there is none): the one reader of it (engines names the CPU from it too)."""
+    fields = {}
+    try:
+        with open(CPUINFO) as fh:
+            for line in fh:
+                if not line.strip():  # the end of the first processor's block
+                    break
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
+    except OSError:
+        pass
+    return fields
+
+
 def cpu_flags() -> set[str]:
     """The CPU's feature flags (``/proc/cpuinfo``; empty where there is none)."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            return set(next(line.split(":", 1)[1].split() for line in fh if line.startswith("flags")))
-    except (OSError, StopIteration):
-        return set()
+    return set(cpuinfo().get("flags", "").split())
 
 
 def native_bfloat16() -> bool:

@@ -82,6 +82,25 @@ def test_auto_keeps_tensorflow_for_small_jobs_and_follows_a_measurement(converte
     assert engines.measured_choice(network, (1, 220, 220, 1)) is None
 
 
+# two processors' blocks of /proc/cpuinfo as the two "AMD EPYC" VMs of this project print them (trimmed)
+ZEN3 = ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\nmodel name\t: AMD EPYC\n"
+        "flags\t\t: fpu sse2 avx2 fma\n\nprocessor\t: 1\nmodel name\t: something else\n")
+ZEN4 = ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC\n"
+        "flags\t\t: fpu sse2 avx2 fma avx512f avx512_bf16\n\n")
+
+
+def test_measurements_are_kept_per_cpu_generation_not_per_name(tmp_path, monkeypatch):
+    keys = {}
+    for name, text in {"zen3": ZEN3, "zen4": ZEN4}.items():
+        (tmp_path / name).write_text(text)
+        monkeypatch.setattr(precision, "CPUINFO", str(tmp_path / name))
+        keys[name] = engines.machine_key()
+    assert keys["zen3"].startswith("AMD EPYC, family 25 model 1, bf16: none / ")
+    assert keys["zen4"].startswith("AMD EPYC, family 25 model 17, bf16: avx512_bf16 / ")
+    monkeypatch.setattr(precision, "CPUINFO", str(tmp_path / "missing"))  # no /proc (macOS, Windows)
+    assert engines.cpu_generation() == "" and precision.cpu_flags() == set() and engines.machine_key()
+
+
 def test_predict_says_which_engine_ran_and_an_unknown_or_missing_one_is_one_line(converted, tmp_path, monkeypatch):
     import importlib.util
     import shutil

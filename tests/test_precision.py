@@ -69,6 +69,9 @@ def test_auto_with_native_bf16_takes_the_faster_measured_precision(small_model, 
     monkeypatch.setattr(engines, "CONVERSION_PAYS_AFTER", 1e9)  # TensorFlow only: no conversion in this test
     shape = (1, 188, 188, 1)
     assert engines.resolve(small_model, "auto", shape, 1, "auto") == ("tensorflow", "float32")  # too short
+    # an engine given with precision auto: as short a job stays float32 too, and measures nothing
+    assert engines.resolve(small_model, "tensorflow", shape, 1, "auto") == ("tensorflow", "float32")
+    assert engines.measured_seconds(small_model, shape) == {}
     monkeypatch.setattr(engines, "BFLOAT16_PAYS_AFTER", 0.0)
     chosen = engines.resolve(small_model, "auto", shape, 1, "auto")
     seconds = engines.measured_seconds(small_model, shape)
