@@ -129,6 +129,7 @@ def child(threads: int, base: int, tile: int = 0, batch: int = 0) -> dict:
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--name", default="engines", help="the table's name under results/ (one per CPU kind)")
     args = parser.parse_args()
     cpu = cpu_topology()
     all_threads = len(os.sched_getaffinity(0))
@@ -160,9 +161,9 @@ def main():
                                      f"{tf_s / result['seconds'][name]:.2f}x TF (max |dp| "
                                      f"{result['max_diff'][name]:.1e})"])
                     print(*rows[-len(ENGINE_ROWS):], sep="\n", file=sys.stderr, flush=True)
-    write_table("engines", f"Engines on this CPU: {cpu['model']} (bfloat16 flags: {bfloat16_flags()})",
+    write_table(args.name, f"Engines on this CPU: {cpu['model']} (bfloat16 flags: {bfloat16_flags()})",
                 "python benchmarks/engines.py"
-                + (" --quick" if args.quick else ""),
+                + (" --quick" if args.quick else "") + (f" --name {args.name}" if args.name != "engines" else ""),
                 ["configuration", "engine", "s / batch", "GFLOP/s", "vs ceiling", "speed"], rows,
                 "The same random network (valid padding, dropout off) and tiles for every engine; ONNX Runtime and "
                 "OpenVINO (float32 precision hint) run the file keras_unet.engines converts and caches; the "

@@ -33,19 +33,35 @@ from keras_unet.predictor import Predictor
 PACKAGE = Path(__file__).resolve().parents[1] / "keras_unet" / "models" / "nuclei"
 
 
-def finetuned(run_dir: Path, pairs: list, start: str = "nuclei", **given) -> Path:
-    """A run of the ``finetune`` preset from the weights of ``start`` on ``pairs`` (fit selects and
-    chooses its post-processing on its own 20 %), seed 0, the ``given`` settings; trained, or
-    resumed, to its end."""
-    if "postprocessing" in runs.record(run_dir):
-        return run_dir
-    config = settings.preset("finetune", **train.inherited_settings(start, dict(seed=0, **given)))
-    datasets = data.load_pairs(pairs, train.weight_params(config)).split(config.val_fraction, config.seed)
-    if runs.Run(run_dir).started:
-        train.resume(run_dir, verbose=2, datasets=datasets)
-    else:
-        train.fit(config, run_dir, verbose=2, datasets=datasets)
+def run_to_end(run_dir: Path, pairs: list, config) -> Path:
+    """The run of ``config`` on ``pairs`` (fit selects and chooses its post-processing on its own
+    20 %): trained, or resumed, to its end (a finished run, whose post-processing is chosen at its
+    very end, as it is)."""
+    if "postprocessing" not in runs.record(run_dir):
+        datasets = data.load_pairs(pairs, train.weight_params(config)).split(config.val_fraction, config.seed)
+        if runs.Run(run_dir).started:
+            train.resume(run_dir, verbose=2, datasets=datasets)
+        else:
+            train.fit(config, run_dir, verbose=2, datasets=datasets)
     return run_dir
+
+
+def finetuned(run_dir: Path, pairs: list, start: str = "nuclei", **given) -> Path:
+    """A run of the ``finetune`` preset from the weights of ``start`` on ``pairs``, seed 0, the
+    ``given`` settings (:func:`run_to_end`)."""
+    return run_to_end(run_dir, pairs, settings.preset("finetune", **train.inherited_settings(start, dict(seed=0, **given))))
+
+
+def trained(run_dir: Path, pairs: list, **given) -> Path:
+    """A run of the recipe (the ``cpu`` preset, a fixed schedule of ``epochs`` epochs of 50 steps,
+    seed 0, the ``given`` settings) on ``pairs`` (:func:`run_to_end`)."""
+    return run_to_end(run_dir, pairs, settings.preset("cpu", max_minutes=0.0, fixed_schedule=True, seed=0, **given))
+
+
+def training_minutes(run_dir: Path) -> float:
+    """Minutes of training and validation of a run, over every resumption (its ``log.csv``)."""
+    log = np.genfromtxt(runs.run_file(run_dir, runs.LOG), delimiter=",", names=True)
+    return float(np.nansum(log["train_seconds"]) + np.nansum(log["val_seconds"])) / 60
 
 
 def held_out_scores(source, tests: list, by_kind: bool = True, tta: int = 1) -> dict:
@@ -88,6 +104,7 @@ def main():
     parser.add_argument("--epochs", type=int, default=260, help="epochs of 50 steps (260: about an hour here)")
     parser.add_argument("--target", choices=["borders", "three_class"], default="borders")
     parser.add_argument("--zoom", type=float, default=1.0, help="fit's --zoom: scale augmentation (1: off)")
+    parser.add_argument("--base", type=int, default=16, help="base filters (the cpu preset's 16; 32 doubles the width)")
     parser.add_argument("--runs", default="/tmp/nuclei_model", help="the run folder (resumed where it exists)")
     parser.add_argument("--no-install", action="store_true", help="do not copy the result into the package")
     args = parser.parse_args()
@@ -95,24 +112,15 @@ def main():
     train_pairs, test_pairs = split()
     run_dir = Path(args.runs)
     start = time.perf_counter()
-    if "postprocessing" not in runs.record(run_dir):  # chosen at the very end of a finished run
-        config = settings.preset("cpu", max_minutes=0.0, epochs=args.epochs, fixed_schedule=True, seed=0,
-                                 target=args.target, zoom=args.zoom)
-        dataset = data.load_pairs(train_pairs, train.weight_params(config))
-        datasets = dataset.split(config.val_fraction, config.seed)
-        if runs.Run(run_dir).started:
-            train.resume(run_dir, verbose=2, datasets=datasets)
-        else:
-            train.fit(config, run_dir, verbose=2, datasets=datasets)
+    trained(run_dir, train_pairs, epochs=args.epochs, target=args.target, zoom=args.zoom, base_filters=args.base)
     minutes = (time.perf_counter() - start) / 60
     state = runs.Run(run_dir).state()
-    log = np.genfromtxt(runs.run_file(run_dir, runs.LOG), delimiter=",", names=True)
-    wall = (np.nansum(log["train_seconds"]) + np.nansum(log["val_seconds"])) / 60  # over every resumption
+    wall = training_minutes(run_dir)
     scores = held_out_scores(run_dir, test_pairs)
     print(json.dumps(scores, indent=1), file=sys.stderr)
     card = {
         "name": "nuclei",
-        "description": "Generalist nuclei segmentation (U-Net, 16 base filters, "
+        "description": f"Generalist nuclei segmentation (U-Net, {runs.Run(run_dir).settings()['base_filters']} base filters, "
                        + ("3 classes: background / interior / boundary)" if args.target == "three_class"
                           else "2 classes with separation borders)"),
         "training_data": f"DSB2018 stage-1 training images with fixed masks ({len(train_pairs)} of "
@@ -121,7 +129,8 @@ def main():
         "input": "2D nuclei images, gray or RGB (gray is repeated to RGB), any bit depth: normalised per image by "
                  "percentiles inside the model; nuclei of about 10-60 px diameter",
         "recipe": f"python benchmarks/nuclei_model.py --epochs {args.epochs} --target {args.target}"
-                  + (f" --zoom {args.zoom:g}" if args.zoom != 1.0 else ""),
+                  + (f" --zoom {args.zoom:g}" if args.zoom != 1.0 else "")
+                  + (f" --base {args.base}" if args.base != 16 else ""),
         "trained": f"{state.get('epoch')} epochs x 50 steps, {wall:.0f} min of training and validation on 2 CPU cores "
                    f"({machine()})",
         "held_out": f"{len(test_pairs)} dsb2018-train images never seen in training (every fifth of each kind)",
