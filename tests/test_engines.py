@@ -38,6 +38,24 @@ def test_each_engine_equals_tensorflow_on_real_images_of_odd_sizes(converted, mo
         assert np.abs(expected[..., 1] - 0.5).max() > 1e-3  # not a flat output that any engine would match
 
 
+def test_openvino_keeps_its_compiled_network_and_recompiles_a_broken_one(converted, tmp_path, monkeypatch):
+    """A fresh process loads OpenVINO's compiled network from the cache instead of compiling it
+    again; a blob cut short (a killed process) is compiled again, with the same output."""
+    model, path, _ = converted
+    network = tiling.prediction_network(model)
+    monkeypatch.setenv("KERAS_UNET_CACHE", str(tmp_path))
+    (tmp_path / "onnx").mkdir()
+    (tmp_path / "onnx" / path.name).write_bytes(path.read_bytes())  # converted before, nothing compiled
+    tiles = np.random.default_rng(0).uniform(0, 1, (1, 220, 220, 1)).astype(np.float32)
+    first = engines.openvino_forward(network)(tiles)
+    blobs = list((tmp_path / "openvino").glob("*.blob"))
+    assert len(blobs) == 1
+    blobs[0].write_bytes(blobs[0].read_bytes()[:1000])
+    engines._SESSIONS.clear()  # as a fresh process
+    np.testing.assert_array_equal(engines.openvino_forward(network)(tiles), first)
+    assert blobs[0].stat().st_size > 1000  # written again whole
+
+
 def test_the_cache_is_keyed_by_the_weights_and_never_half_written(converted, monkeypatch):
     model, path, cache = converted
     monkeypatch.setenv("KERAS_UNET_CACHE", str(cache))
@@ -53,6 +71,19 @@ def test_the_cache_is_keyed_by_the_weights_and_never_half_written(converted, mon
     same = keras.models.clone_model(network)
     same.set_weights(network.get_weights())
     assert engines.network_key(same) == engines.network_key(network)
+    # the key is kept per network object (asked for on every image), and computed again where the
+    # weights of that same object changed in place (a model predicting between training steps)
+    with monkeypatch.context() as patched:
+        patched.setattr(type(same), "get_config", lambda self: pytest.fail("the kept key was computed again"))
+        assert engines.network_key(same) == engines.network_key(network)
+    for i in (0, -1):  # the first and the last weight arrays, each alone
+        weights = network.get_weights()
+        weights[i] = weights[i] + 0.01
+        same.set_weights(weights)
+        fresh = keras.models.clone_model(network)
+        fresh.set_weights(weights)
+        assert engines.network_key(same) == engines.network_key(fresh)
+        assert engines.network_key(same) != engines.network_key(network)
 
 
 def test_auto_keeps_tensorflow_for_small_jobs_and_follows_a_measurement(converted, tmp_path, monkeypatch):
