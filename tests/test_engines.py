@@ -47,6 +47,7 @@ def test_openvino_keeps_its_compiled_network_and_recompiles_a_broken_one(convert
     (tmp_path / "onnx").mkdir()
     (tmp_path / "onnx" / path.name).write_bytes(path.read_bytes())  # converted before, nothing compiled
     tiles = np.random.default_rng(0).uniform(0, 1, (1, 220, 220, 1)).astype(np.float32)
+    engines._SESSIONS.clear()  # as a fresh process: a test before may have compiled it in this one
     first = engines.openvino_forward(network)(tiles)
     blobs = list((tmp_path / "openvino").glob("*.blob"))
     assert len(blobs) == 1
