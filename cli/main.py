@@ -50,22 +50,56 @@ def main(verbose):
 
 
 def import_tensorflow_quietly() -> None:
-    """Import TensorFlow with its start-up banners (absl and oneDNN lines, written by C++ to the
-    process's stderr before any log level applies) kept off the terminal; numerics unchanged.
-    Only the import is silenced: errors and warnings after it still reach stderr."""
-    if "tensorflow" in sys.modules:
+    """Have TensorFlow imported, whenever something first imports it, with its start-up banners
+    (absl and oneDNN lines, written by C++ to the process's stderr before any log level applies)
+    kept off the terminal; numerics unchanged. Only the import is silenced: errors and warnings
+    after it still reach stderr. Not imported here: a job on a converted network never needs it
+    (:mod:`keras_unet.converted`), and importing it takes 3-4 s."""
+    if "tensorflow" in sys.modules or any(isinstance(f, _QuietTensorFlow) for f in sys.meta_path):
         return
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    sys.stderr.flush()
-    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(null, 2)
-    try:
-        import tensorflow as tf
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(null)
-    tf.get_logger().setLevel("ERROR")
+    sys.meta_path.insert(0, _QuietTensorFlow())
+
+
+class _QuietTensorFlow:
+    """A finder for the first import of ``tensorflow`` only (it leaves ``sys.meta_path`` then):
+    TensorFlow's own spec, with its loader run with stderr closed (:class:`_QuietLoader`)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)
+        import importlib.util
+
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _QuietLoader(spec.loader)
+        return spec
+
+
+class _QuietLoader:
+    """TensorFlow's loader, its module run with file descriptor 2 pointed at /dev/null."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        sys.stderr.flush()
+        saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 2)
+        try:
+            self.loader.exec_module(module)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(null)
+        module.get_logger().setLevel("ERROR")
+
+    def __getattr__(self, name):  # everything else of the loader (resources, source) as it is
+        return getattr(self.loader, name)
 
 
 # -- fit ---------------------------------------------------------------------------------------
@@ -633,7 +667,7 @@ def export(model_path, fmt, out_dir, name, version, quantize, tile, verify, samp
     form = exporters.FORMATS[fmt]
     form.require()  # a missing extra is named before any work
     predictor = predictor_of(model_file)  # once: the checks, the export and its verification use it
-    model, chosen = predictor.model, predictor.postprocessing
+    model, chosen = predictor.keras_model, predictor.postprocessing  # exporters read the Keras model
     if tile is not None:  # before any folder is made
         config = unet_config(model)
         sizes.check_input_size(tile, config["depth"], config["padding"])

@@ -5,15 +5,16 @@ network), ``settings`` (training settings and presets), ``errors`` (the user-inp
 ``files`` (atomic writes), ``runs`` (the run folder's record), ``subprocesses`` (fresh processes'
 environment), ``synthetic`` (the embedded default data), ``weights`` (weight maps), ``losses``,
 ``metrics`` (pixel, challenge and object metrics), ``instances`` (objects from probabilities),
-``postprocess`` (the post-processing value and its search), ``predictor`` (the one model
-handle), ``diameter`` (the objects' size estimated), ``kinds`` (an image's kind by its background:
-which shipped model takes it), ``data`` (reading datasets), ``normalize`` (input normalisation), ``augment`` (TF-op
-augmentation), ``pipeline`` (tf.data), ``budget`` (the training schedule planner), ``tiling``
-(overlap-tile prediction), ``engines`` and ``precision`` (what runs the network, in float32 or
-bfloat16), ``graphs`` (the model's TF graphs), ``onnx_conversion``, ``train``, ``keras_patches``,
-``inference`` (prediction and evaluation of files), ``plots``, ``blocks``, ``ngff`` and ``jobs``
-(big images and collections on Dask). :func:`pretrained` loads a model shipped with the package
-(``nuclei``, with ``nuclei-stained`` for stained tissue); :func:`segment` gives the objects of an image.
+``postprocess`` (the post-processing value and its search), ``predictor`` (the one model handle),
+``diameter`` (the objects' size estimated), ``kinds`` (an image's kind by its background: which
+shipped model takes it), ``data`` (reading datasets), ``normalize`` (input normalisation),
+``augment`` (TF-op augmentation), ``pipeline`` (tf.data), ``budget`` (the training schedule
+planner), ``tiling`` (overlap-tile prediction), ``engines`` and ``precision`` (what runs the
+network, in float32 or bfloat16), ``converted`` (a converted network run without TensorFlow),
+``graphs`` (the model's TF graphs), ``onnx_conversion``, ``train``, ``keras_patches``, ``inference``
+(prediction and evaluation of files), ``plots``, ``blocks``, ``ngff`` and ``jobs`` (big images and
+collections on Dask). :func:`pretrained` loads a model shipped with the package (``nuclei``, with
+``nuclei-stained`` for stained tissue); :func:`segment` gives the objects of an image.
 """
 
 __version__ = "0.1.0"

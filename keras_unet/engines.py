@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_unet.converted import ConvertedNetwork, keras_of
 from keras_unet.errors import SettingsError
 from keras_unet.files import atomic_path, cache_root
 from keras_unet.precision import bfloat16_flags, bfloat16_network, candidates, check_precision, cpuinfo
@@ -77,7 +78,9 @@ def network_key(network) -> str:
 
     Kept per network object while its fingerprint holds: the whole hash (its config and every
     weight) took 20 ms, and an OpenVINO job asked for it on every image (2.4 s of 120 DSB2018
-    images, a fifth of the job on an AMX CPU)."""
+    images, a fifth of the job on an AMX CPU). A converted network's as recorded."""
+    if isinstance(network, ConvertedNetwork):
+        return network.key
     fingerprint = _fingerprint(network)
     known = _KEYS.get(network)
     if known is not None and known[0] == fingerprint:
@@ -94,11 +97,16 @@ def onnx_file(network, key: str | None = None) -> Path:
     first use and cached under :func:`network_key` (``key`` if computed already)."""
     from keras_unet.onnx_conversion import convert_signature
 
-    path = cache_root() / "onnx" / f"{key or network_key(network)}.onnx"
+    path = onnx_path(key or network_key(network))
     if not path.is_file():
         with atomic_path(path) as tmp:
-            convert_signature(network, tmp, "serving_default")
+            convert_signature(keras_of(network), tmp, "serving_default")
     return path
+
+
+def onnx_path(key: str) -> Path:
+    """Where the network of :func:`network_key` ``key`` is cached converted (there or not)."""
+    return cache_root() / "onnx" / f"{key}.onnx"
 
 
 def onnx_forward(network, precision: str = "float32"):
@@ -156,6 +164,7 @@ def tensorflow_forward(network, precision: str = "float32"):
     of a 4.6 s bfloat16 job in tracing (the same kernels run either way)."""
     import tensorflow as tf
 
+    network = keras_of(network)
     if precision == "bfloat16":
         network = bfloat16_network(network)
     if network not in _TF_GRAPHS:
@@ -284,19 +293,22 @@ def resolve(network, engine: str, tile_shape, n_batches: int, precision: str = "
     unless ``auto``. ``auto`` takes the fastest measured before on this machine, else measures
     where the job is long enough to pay for it: a conversion (ONNX Runtime, OpenVINO) only after
     :data:`CONVERSION_PAYS_AFTER` s of TensorFlow time (or where the network was converted before),
-    a measurement after :data:`BFLOAT16_PAYS_AFTER` s; a shorter job stays in float32 (TensorFlow
-    for ``auto``, else the engine given)."""
+    a measurement after :data:`BFLOAT16_PAYS_AFTER` s; a shorter job stays in float32
+    (:func:`short_job_engine` for ``auto``, else the engine given)."""
     check_precision(precision)
     pairs = options(engine, precision)
     if len(pairs) == 1:
         return pairs[0]
     known = measured_seconds(network, tile_shape)
     if not all(backend_name(*pair) in known for pair in pairs):
-        seconds = (known.get("tensorflow/float32") or tensorflow_seconds(network, tile_shape)) * n_batches
+        # the job's length in TensorFlow float32 time; else in the slowest engine measured (within
+        # about 2x of it, enough for these thresholds), so a converted network's job needs no TensorFlow
+        per_batch = known.get("tensorflow/float32") or max(known.values(), default=0.0)
+        seconds = (per_batch or reference_seconds(network, tile_shape, pairs)) * n_batches
         if engine == "auto" and seconds < CONVERSION_PAYS_AFTER and not converted(network):
             pairs = [pair for pair in pairs if pair[0] == "tensorflow"]  # TensorFlow only: nothing to convert
         if seconds < BFLOAT16_PAYS_AFTER:  # too short to measure (an engine given too): what is known, else float32
-            fallback = ("tensorflow" if engine == "auto" else engine, "float32")
+            fallback = (short_job_engine(network) if engine == "auto" else engine, "float32")
             pairs = [pair for pair in pairs if backend_name(*pair) in known] or [fallback]
         if len(pairs) == 1:  # nothing left to choose between
             return pairs[0]
@@ -307,24 +319,38 @@ def resolve(network, engine: str, tile_shape, n_batches: int, precision: str = "
     return min(pairs, key=lambda pair: known[backend_name(*pair)])
 
 
+def short_job_engine(network) -> str:
+    """What ``auto`` runs a job too short to measure on: TensorFlow, or for a network loaded
+    converted (:mod:`keras_unet.converted`) OpenVINO, else ONNX Runtime: importing TensorFlow
+    would cost such a job more (3-4 s) than any engine's difference."""
+    if isinstance(network, ConvertedNetwork):
+        return next((name for name in ("openvino", "onnxruntime") if name in installed()), "tensorflow")
+    return "tensorflow"
+
+
 def converted(network) -> bool:
     """True where the network's ONNX file is in the cache already (a conversion costs nothing more)."""
-    return (cache_root() / "onnx" / f"{network_key(network)}.onnx").is_file()
+    return onnx_path(network_key(network)).is_file()
 
 
-_TF_SECONDS = weakref.WeakKeyDictionary()  # network -> {tile shape: s per batch}, timed once per process
+_SECONDS = weakref.WeakKeyDictionary()  # network -> {(engine, tile shape): s per batch}, timed once per process
 
 
-def tensorflow_seconds(network, tile_shape) -> float:
-    """Seconds per tile batch in TensorFlow (after the call that builds the graph), timed once."""
-    times = _TF_SECONDS.setdefault(network, {})
-    if tuple(tile_shape) not in times:
-        forward, tiles = tensorflow_forward(network), np.zeros(tile_shape, np.float32)
+def reference_seconds(network, tile_shape, pairs=()) -> float:
+    """Seconds per tile batch that size a job, timed once (after the call that builds the graph):
+    TensorFlow float32; a converted network's (:mod:`keras_unet.converted`) by the first converted
+    engine of ``pairs`` in float32, so that its job loads no TensorFlow to size itself."""
+    engine = "tensorflow"
+    if isinstance(network, ConvertedNetwork):
+        engine = next((name for name, _ in pairs if name != "tensorflow"), engine)
+    times = _SECONDS.setdefault(network, {})
+    if (engine, tuple(tile_shape)) not in times:
+        forward, tiles = FORWARDS[engine](network, "float32"), np.zeros(tile_shape, np.float32)
         forward(tiles)
         start = time.perf_counter()
         forward(tiles)
-        times[tuple(tile_shape)] = time.perf_counter() - start
-    return times[tuple(tile_shape)]
+        times[engine, tuple(tile_shape)] = time.perf_counter() - start
+    return times[engine, tuple(tile_shape)]
 
 
 def forward_function(network, engine: str = "tensorflow", precision: str = "float32"):

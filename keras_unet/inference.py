@@ -33,8 +33,7 @@ def load_model(path):
     """Load a trained U-Net for inference (no optimizer, no compile)."""
     import keras
 
-    import keras_unet.losses  # noqa: F401  (registers the custom objects of training checkpoints)
-    import keras_unet.metrics  # noqa: F401
+    import keras_unet.losses  # noqa: F401  (registers the custom objects of training checkpoints: losses, metrics)
 
     import zipfile
 

@@ -1,4 +1,5 @@
-"""Losses: the paper's weighted pixel-wise cross-entropy, soft Dice, and their sum.
+"""Losses: the paper's weighted pixel-wise cross-entropy, soft Dice, and their sum; and the Keras
+metrics training watches (pixel error, foreground IoU).
 
 Target layout (``y_true``, float32, ``(batch, H, W, K)``), the weight map riding as the last channel:
 
@@ -126,3 +127,39 @@ def get_loss(name: str) -> keras.losses.Loss:
     if name not in LOSSES:
         raise SettingsError(f"unknown loss {name!r}; choose one of {sorted(LOSSES)}")
     return LOSSES[name]()
+
+
+# -- Keras metrics for training, on the same target layout. -------------------------------------
+
+
+def _labels_and_predictions(y_true, y_pred):
+    y_true = center_crop_to(ops.cast(y_true, "float32"), y_pred)
+    if y_true.shape[-1] == 2:
+        labels = ops.cast(ops.round(y_true[..., 0]), "int32")
+    else:
+        labels = ops.cast(ops.argmax(y_true[..., :-1], axis=-1), "int32")
+    return labels, ops.cast(ops.argmax(y_pred, axis=-1), "int32")
+
+
+@keras.saving.register_keras_serializable(package="keras_unet")
+class PixelError(keras.metrics.Mean):
+    """Fraction of wrongly classified pixels of the (cropped) target."""
+
+    def __init__(self, name="pixel_error", **kwargs):
+        super().__init__(name=name, **kwargs)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        labels, predicted = _labels_and_predictions(y_true, y_pred)
+        return super().update_state(ops.cast(ops.not_equal(labels, predicted), "float32"))
+
+
+@keras.saving.register_keras_serializable(package="keras_unet")
+class ForegroundIoU(keras.metrics.IoU):
+    """IoU of class 1 (the object class) on the (cropped) target."""
+
+    def __init__(self, num_classes=2, target_class_ids=(1,), name="iou", **kwargs):
+        super().__init__(num_classes=num_classes, target_class_ids=list(target_class_ids), name=name, **kwargs)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        labels, predicted = _labels_and_predictions(y_true, y_pred)
+        return super().update_state(labels, predicted)

@@ -1,4 +1,5 @@
-"""The paper's and the challenges' evaluation metrics (numpy/scipy) and Keras metrics for training.
+"""The paper's and the challenges' evaluation metrics (numpy/scipy; the Keras metrics that training
+watches are in :mod:`keras_unet.losses`, so evaluating and predicting need no TensorFlow).
 
 Evaluation inputs are 2-D arrays ``(H, W)``. Binary segmentations use 1 = object (cell interior)
 and 0 = background/membrane, as the ISBI 2012 labels do after mapping 255 -> 1.
@@ -25,9 +26,7 @@ its 4-connected components of 1-pixels (:func:`as_segments`).
 """
 from __future__ import annotations
 
-import keras
 import numpy as np
-from keras import ops
 from scipy import ndimage, sparse
 
 from keras_unet.weights import instances_from_binary
@@ -424,41 +423,3 @@ def challenge_sweep(probability: np.ndarray, truth: np.ndarray) -> dict:
         value, threshold = best_over_thresholds(probability, truth, globals()[name])
         row[f"swept_{name}"], row[f"swept_{name}_threshold"] = float(value), threshold
     return row
-
-
-# -- Keras metrics for training; they read the target layout of keras_unet.losses. ---------------
-
-
-def _labels_and_predictions(y_true, y_pred):
-    from keras_unet.losses import center_crop_to
-
-    y_true = center_crop_to(ops.cast(y_true, "float32"), y_pred)
-    if y_true.shape[-1] == 2:
-        labels = ops.cast(ops.round(y_true[..., 0]), "int32")
-    else:
-        labels = ops.cast(ops.argmax(y_true[..., :-1], axis=-1), "int32")
-    return labels, ops.cast(ops.argmax(y_pred, axis=-1), "int32")
-
-
-@keras.saving.register_keras_serializable(package="keras_unet")
-class PixelError(keras.metrics.Mean):
-    """Fraction of wrongly classified pixels of the (cropped) target."""
-
-    def __init__(self, name="pixel_error", **kwargs):
-        super().__init__(name=name, **kwargs)
-
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        labels, predicted = _labels_and_predictions(y_true, y_pred)
-        return super().update_state(ops.cast(ops.not_equal(labels, predicted), "float32"))
-
-
-@keras.saving.register_keras_serializable(package="keras_unet")
-class ForegroundIoU(keras.metrics.IoU):
-    """IoU of class 1 (the object class) on the (cropped) target."""
-
-    def __init__(self, num_classes=2, target_class_ids=(1,), name="iou", **kwargs):
-        super().__init__(num_classes=num_classes, target_class_ids=list(target_class_ids), name=name, **kwargs)
-
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        labels, predicted = _labels_and_predictions(y_true, y_pred)
-        return super().update_state(labels, predicted)

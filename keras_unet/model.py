@@ -18,14 +18,17 @@ from __future__ import annotations
 
 import weakref
 
-import keras
-from keras import layers
-
 from keras_unet import sizes
+from keras_unet.converted import ConvertedModel, ConvertedNetwork
 from keras_unet.errors import SettingsError
+
+# Keras is imported inside the functions that build or read a Keras model: predicting with a
+# converted network (keras_unet.converted) imports no TensorFlow, and importing it takes 3-4 s.
 
 def conv_block(x, filters: int, padding: str, batch_norm: bool, name: str):
     """Two 3x3 convolutions + ReLU: (h, w, c) -> (h-4, w-4, filters) when unpadded."""
+    from keras import layers
+
     for i in (1, 2):
         x = layers.Conv2D(
             filters,
@@ -43,6 +46,8 @@ def conv_block(x, filters: int, padding: str, batch_norm: bool, name: str):
 
 def up_block(x, skip, filters: int, crop: int, padding: str, batch_norm: bool, level: int):
     """2x2 up-convolution halving the channels, crop the skip map, concatenate, conv block."""
+    from keras import layers
+
     x = layers.Conv2DTranspose(
         filters, 2, strides=2, kernel_initializer="he_normal", name=f"dec{level}_up"
     )(x)
@@ -80,6 +85,9 @@ def unet(
         A model ``(batch, H, W, in_channels) -> (batch, H', W', n_classes)`` of class
         probabilities (float32 also under mixed precision), with ``H' = sizes.output_size(H)``.
     """
+    import keras
+    from keras import layers
+
     if base_filters < 1 or in_channels < 1 or n_classes < 2:
         raise SettingsError(f"base_filters ({base_filters}) and in_channels ({in_channels}) must be >= 1 and "
                             f"n_classes ({n_classes}) >= 2")
@@ -120,6 +128,8 @@ def inference_model(model: keras.Model, percentiles=None) -> keras.Model:
     ``keras.models.load_model`` opens it where keras_unet is not installed; a compiled model
     would name the project's loss class and carry the optimizer state (3x the weights for Adam).
     """
+    import keras
+
     from keras_unet.normalize import percentile_normalize
 
     network = keras.Model(model.inputs, model.outputs, name="unet")
@@ -131,7 +141,12 @@ def inference_model(model: keras.Model, percentiles=None) -> keras.Model:
 
 
 def network_of(model: keras.Model) -> keras.Model:
-    """The U-Net itself: ``model``, or the network nested in a percentile-normalising model."""
+    """The U-Net itself: ``model``, or the network nested in a percentile-normalising model (a
+    :class:`keras_unet.converted.ConvertedModel`'s: its converted network)."""
+    if isinstance(model, ConvertedModel):
+        return model.network
+    import keras
+
     nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
     return nested[0] if nested else model
 
@@ -170,7 +185,11 @@ _CONFIGS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 def unet_config(model: keras.Model) -> dict:
     """Recover the :func:`unet` arguments from a built model (for run folders and exporters), plus
     ``percentiles``: the per-image normalisation (or None where ``input_range`` applies).
-    Read once per model object (a copy is returned)."""
+    Read once per model object (a copy is returned); a converted model's as recorded."""
+    if isinstance(model, ConvertedModel):
+        return dict(model.config)
+    if isinstance(model, ConvertedNetwork):  # the nested network: the model's, without its normalisation
+        return {**model.owner.config, "percentiles": None}
     try:
         return dict(_CONFIGS[model])
     except (KeyError, TypeError):
@@ -215,4 +234,6 @@ def _read_unet_config(model: keras.Model) -> dict:
 
 def conv_layers(model: keras.Model) -> list:
     """The convolution layers (3x3, 2x2 up and 1x1): 23 in the paper's network."""
+    from keras import layers
+
     return [layer for layer in model.layers if isinstance(layer, (layers.Conv2D, layers.Conv2DTranspose))]

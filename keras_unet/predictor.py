@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_unet import inference, kinds, runs
+from keras_unet import converted, engines, inference, kinds, runs, tiling
 from keras_unet.postprocess import PostProcessing
 
 
@@ -50,7 +50,8 @@ class Options:
 @dataclass(frozen=True)
 class Predictor:
     """A trained model and how its objects are made: ``path`` (the model file), ``model`` (the
-    Keras model), ``record`` (its run's ``config.json``, ``{}`` without a run) and
+    Keras model, or where this machine ran its network converted before a
+    :class:`keras_unet.converted.ConvertedModel`: :attr:`keras_model` is the Keras model either way), ``record`` (its run's ``config.json``, ``{}`` without a run) and
     ``postprocessing``. Make one with :meth:`of`."""
 
     path: Path
@@ -83,9 +84,14 @@ class Predictor:
                  if v is not None}
         chosen = (PostProcessing.of_record(record)
                   .at_diameter(None if auto else diameter, record.get("object_diameter"), source=model).given(**given))
-        return cls(path=path, model=inference.load_model_cached(path), record=record, postprocessing=chosen,
+        return cls(path=path, model=converted_model(path) or inference.load_model_cached(path), record=record, postprocessing=chosen,
                    given=given, auto_diameter=auto, diameter=diameter,
                    partners=runs.partners(path) if by_kind else {})
+
+    @property
+    def keras_model(self):
+        """The Keras model (loaded now where :attr:`model` is a converted network's)."""
+        return converted.keras_of(self.model)
 
     @property
     def name(self) -> str:
@@ -111,6 +117,17 @@ class Predictor:
         except (data.DataError, OSError):
             return self
         return self.for_image(pages[0]) if pages else self
+
+    def convert_partners(self) -> None:
+        """Convert the partners' networks (once: the converted files are cached) where this
+        model's runs converted: the job that first does so loads TensorFlow anyway, and a later
+        job whose images include a partner's kind then starts without it too (one partner on
+        Keras imports TensorFlow: 3-4 s)."""
+        for partner in self.partner_handles().values():
+            network = tiling.prediction_network(partner.model)
+            if not engines.converted(network):
+                engines.onnx_file(network)
+            remember_converted(partner.path, partner.model)
 
     def partner_handles(self) -> dict:
         """The partners' handles by image kind (``{}`` without partners)."""
@@ -199,6 +216,10 @@ class Predictor:
         chosen, found = handle.postprocessing_for(pages[0], options) if pages else (self.postprocessing, None)
         job = inference.PredictionJob(handle.model, path, pages=pages, postprocessing=chosen, job_files=job_files,
                                       **options.job_keywords())
+        if job.engine in CONVERTED_ENGINES:  # the next job on this machine can start without TensorFlow
+            remember_converted(handle.path, handle.model)
+            if handle is self and not isinstance(self.model, converted.ConvertedModel):
+                self.convert_partners()
         job.diameter, job.model_note = found, note
         return job
 
@@ -216,6 +237,37 @@ class Predictor:
         instances`` makes them."""
         job = self.job(name, options, pages=[image])
         return job.postprocessing.objects(next(job.probabilities()))
+
+
+CONVERTED_ENGINES = ("onnxruntime", "openvino")  # the engines that run the converted network
+
+
+def converted_model(path) -> converted.ConvertedModel | None:
+    """The model file ``path`` as its converted network runs without TensorFlow, where a job
+    here ran it so before (its record, :func:`remember_converted`) and the converted file is in
+    the cache; else None. One object per file version and process, as the Keras models."""
+    return _converted_model(str(path), Path(path).stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _converted_model(path: str, _modified: int) -> converted.ConvertedModel | None:
+    record = converted.read_record(path)
+    if record is None or not engines.onnx_path(record["network_key"]).is_file():
+        return None
+    return converted.ConvertedModel(path, record["config"], record["network_key"], record["in_channels"],
+                                    load=lambda: inference.load_model_cached(path),
+                                    load_network=lambda: tiling.prediction_network(inference.load_model_cached(path)))
+
+
+def remember_converted(path, model) -> None:
+    """Record what :func:`converted_model` needs of the Keras ``model`` loaded from ``path``
+    (once per file; a converted model has its record)."""
+    if isinstance(model, converted.ConvertedModel):
+        return
+    from keras_unet.model import unet_config
+
+    network = tiling.prediction_network(model)
+    converted.write_record(path, unet_config(model), engines.network_key(network), int(network.input_shape[-1]))
 
 
 @functools.lru_cache(maxsize=8)

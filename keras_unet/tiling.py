@@ -17,6 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from keras_unet import sizes
+from keras_unet.converted import ConvertedModel, keras_of
 from keras_unet.errors import SettingsError
 from keras_unet.model import network_of, unet_config
 
@@ -40,6 +41,7 @@ def forward_function(model, jit_compile: bool = False, engine: str = "tensorflow
         from keras_unet.engines import forward_function as engine_forward
 
         return engine_forward(model, engine, precision)
+    model = keras_of(model)
     if model not in _XLA_FORWARD:
         import tensorflow as tf
 
@@ -50,9 +52,9 @@ def forward_function(model, jit_compile: bool = False, engine: str = "tensorflow
 
 def prediction_network(model, config: dict | None = None):
     """What sees the tiles: a percentile-normalising model's nested network (the image is
-    normalised whole before tiling), else the model itself."""
+    normalised whole before tiling), else the model itself (a converted model's: its network)."""
     config = config or unet_config(model)
-    return model if config["percentiles"] is None else network_of(model)
+    return model if config["percentiles"] is None and not isinstance(model, ConvertedModel) else network_of(model)
 
 
 def resolve_engine(model, image_shape, engine: str = "auto", tile: int | None = None, batch_size: int = 1,
@@ -84,11 +86,11 @@ def normalized_input(model, image: np.ndarray, config: dict):
     if gray_for_rgb(image.shape[-1], config["in_channels"]):
         image = np.repeat(image, 3, axis=-1)
     if config["percentiles"] is None:
-        return image.astype(np.float32, copy=False), model
+        return image.astype(np.float32, copy=False), prediction_network(model, config)
     from keras_unet.normalize import normalize_image
 
     # in the image's own dtype: an 8- or 16-bit image's percentiles come from its histogram (fast, exact)
-    return normalize_image(image, config["percentiles"]), network_of(model)
+    return normalize_image(image, config["percentiles"]), prediction_network(model, config)
 
 
 class Prepared(NamedTuple):
@@ -190,6 +192,7 @@ def predict_whole(model, image: np.ndarray) -> np.ndarray:
     config = unet_config(model)
     depth, padding = config["depth"], config["padding"]
     image, model = normalized_input(model, image, config)
+    model = keras_of(model)
     height, width = image.shape[:2]
     tall = sizes.input_size_for_output(height, depth, padding)
     wide = sizes.input_size_for_output(width, depth, padding)

@@ -90,7 +90,7 @@ def build_model(config: TrainConfig, channels: int, input_range) -> keras.Model:
     model.compile(
         optimizer=make_optimizer(config),
         loss=losses.get_loss(config.loss),
-        metrics=[metrics.PixelError(), metrics.ForegroundIoU(config.n_classes)],
+        metrics=[losses.PixelError(), losses.ForegroundIoU(config.n_classes)],
     )
     return model
 

@@ -134,3 +134,20 @@ def test_the_package_docstring_names_every_module():
     names = {p.stem for p in PACKAGES["keras_unet"].glob("*.py")} - {"__init__"}
     missing = sorted(n for n in names if f"``{n}``" not in keras_unet.__doc__)
     assert not missing, f"keras_unet/__init__.py's docstring does not name {missing}"
+
+
+def test_the_modules_a_prediction_imports_load_no_tensorflow():
+    """What a job on a converted network imports (the CLI, the model handle, jobs, engines,
+    post-processing, the size estimate) loads neither Keras nor TensorFlow: importing them takes
+    3-4 s, more than such a job's network (keras_unet.converted)."""
+    import subprocess
+    import sys
+
+    from conftest import child_env
+
+    code = ("import sys\nimport keras_unet.cli.main, keras_unet.predictor, keras_unet.jobs, keras_unet.engines, "
+            "keras_unet.diameter, keras_unet.postprocess, keras_unet.tiling, keras_unet.inference\n"
+            "print(sorted(m for m in ('keras', 'tensorflow') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env(), timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]", done.stdout

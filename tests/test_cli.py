@@ -173,13 +173,25 @@ def test_inspect_data_writes_grid(tmp_path):
 BANNER_CLI = r"""
 import importlib.abc, importlib.machinery, os, sys
 
+class BannerLoader(importlib.abc.Loader):
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):  # while the module runs, as TensorFlow's C++ start-up writes
+        os.write(2, b"BANNER from the tensorflow import\n")
+        self.loader.exec_module(module)
+
 class Banner(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name != "tensorflow":
             return None
-        os.write(2, b"BANNER from the tensorflow import\n")
         sys.meta_path.remove(self)
-        return importlib.machinery.PathFinder.find_spec(name, path)
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        spec.loader = BannerLoader(spec.loader)
+        return spec
 
 sys.meta_path.insert(0, Banner())
 sys.argv = ["keras-unet"] + sys.argv[1:]

@@ -161,3 +161,126 @@ def test_predict_says_which_engine_ran_and_an_unknown_or_missing_one_is_one_line
     assert result.exit_code == 2 and "pip install 'unet-paper-keras[onnx]'" in result.output
     with pytest.raises(SettingsError, match="--engine must be one of"):
         engines.check_engine("tensorrt")
+
+
+LIGHT_PROCESS = """import sys
+from keras_unet.cli.main import main
+try:
+    main(sys.argv[1:], standalone_mode=False)
+finally:
+    print("imported:", "tensorflow" in sys.modules, "keras" in sys.modules)
+"""
+
+
+def test_a_converted_model_predicts_in_a_fresh_process_without_tensorflow(converted, tmp_path):
+    """Once a job ran a model file on a converted engine, the next process runs it with neither
+    TensorFlow nor Keras imported and writes the same probabilities; ``auto`` keeps such a short
+    job on a converted engine; ``--engine tensorflow`` loads the Keras model then, as before."""
+    import shutil
+    import subprocess
+    import sys
+
+    from conftest import child_env
+
+    model, _, converted_cache = converted
+    cache = tmp_path / "cache"
+    shutil.copytree(converted_cache / "onnx", cache / "onnx")
+    path = tmp_path / "m.keras"
+    model.save(path)
+    data.write_image(tmp_path / "a.png", np.random.default_rng(1).gamma(2.0, 30.0, (83, 141)).astype(np.uint8))
+
+    def run(engine):
+        done = subprocess.run([sys.executable, "-c", LIGHT_PROCESS, "predict", str(path), str(tmp_path / "a.png"),
+                               "--format", "probabilities", "--tile", "220", "--engine", engine,
+                               "--out", str(tmp_path / engine)], env=child_env(KERAS_UNET_CACHE=cache),
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout, data.read_image(tmp_path / engine / "a_probabilities.tif")
+
+    first, expected = run("onnxruntime")
+    assert "imported: True True" in first and len(list((cache / "models").glob("*.json"))) == 1
+    light, got = run("openvino")
+    assert "imported: False False" in light and "openvino float32)" in light
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    auto, got = run("auto")
+    assert "imported: False False" in auto and ("openvino float32)" in auto or "onnxruntime float32)" in auto)
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    keras_run, got = run("tensorflow")
+    assert "imported: True True" in keras_run and "tensorflow float32)" in keras_run
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    assert np.abs(expected[..., 1] - 0.5).max() > 1e-3  # not a flat output that any engine would match
+
+
+def test_a_model_without_its_converted_file_or_a_good_record_is_loaded_as_keras(converted, tmp_path, monkeypatch):
+    """The record is used only with its converted file there and in this version's layout; a
+    converted model gives the Keras model's objects, and its TensorFlow path the Keras model's
+    probabilities exactly (it is that model, loaded when asked)."""
+    import shutil
+
+    from keras_unet import converted as converted_models
+    from keras_unet import predictor
+    from keras_unet.predictor import Options, Predictor
+
+    model, _, converted_cache = converted
+    cache = tmp_path / "cache"
+    shutil.copytree(converted_cache / "onnx", cache / "onnx")
+    monkeypatch.setenv("KERAS_UNET_CACHE", str(cache))
+    path = tmp_path / "m.keras"
+    model.save(path)
+    image = data.read_image(shared_data("isbi2012", "train", "image", "07.png"))[:190, :260]
+    options = Options(engine="onnxruntime", precision="float32", tile=220)
+
+    def fresh():
+        predictor._converted_model.cache_clear()  # as a new process
+        return Predictor.of(path)
+
+    handle = fresh()
+    assert not isinstance(handle.model, converted_models.ConvertedModel)
+    expected = handle.segment(image, options)  # a converted engine: the record is written
+    assert expected.max() > 1
+    light = fresh()
+    assert isinstance(light.model, converted_models.ConvertedModel)
+    np.testing.assert_array_equal(light.segment(image, options), expected)
+    np.testing.assert_array_equal(tiling.predict_tiled(light.model, image, tile=220),
+                                  tiling.predict_tiled(handle.model, image, tile=220))
+    assert light.keras_model is handle.model
+    record = converted_models.record_path(path)
+    kept = record.read_text()
+    for broken in ("{", json.dumps({**json.loads(kept), "version": 0}), json.dumps({"config": 1})):
+        record.write_text(broken)
+        assert not isinstance(fresh().model, converted_models.ConvertedModel), broken
+    record.write_text(kept)
+    assert isinstance(fresh().model, converted_models.ConvertedModel)
+    for onnx in (cache / "onnx").glob("*.onnx"):
+        onnx.unlink()
+    assert not isinstance(fresh().model, converted_models.ConvertedModel)
+
+
+def test_a_job_that_runs_converted_converts_the_partners_too(converted, tmp_path, monkeypatch):
+    """A shipped model's partners (other image kinds) are converted and recorded by the job that
+    first runs the model converted, so a later job loads no TensorFlow for them either; a
+    TensorFlow job converts nothing."""
+    import shutil
+
+    from keras_unet import converted as converted_models
+    from keras_unet import predictor
+    from keras_unet.model import inference_model, unet
+    from keras_unet.predictor import Options, Predictor
+
+    model, _, converted_cache = converted
+    shutil.copytree(converted_cache / "onnx", tmp_path / "cache" / "onnx")
+    monkeypatch.setenv("KERAS_UNET_CACHE", str(tmp_path / "cache"))
+    model.save(main_path := tmp_path / "m.keras")
+    keras.utils.set_random_seed(5)  # other weights: a network of its own
+    inference_model(unet(base_filters=4, dropout=0.0, input_range=None), (1.0, 99.8)).save(tmp_path / "p.keras")
+    predictor._converted_model.cache_clear()
+    partner = Predictor.of(tmp_path / "p.keras", by_kind=False)
+    monkeypatch.setattr(Predictor, "partner_handles", lambda self: {"light": partner} if self.path == main_path else {})
+    partner_network = tiling.prediction_network(partner.model)
+    image = np.random.default_rng(2).gamma(2.0, 30.0, (70, 90)).astype(np.uint8)
+    Predictor.of(main_path).segment(image, Options(engine="tensorflow", precision="float32", tile=220))
+    assert not engines.converted(partner_network)
+    Predictor.of(main_path).segment(image, Options(engine="onnxruntime", precision="float32", tile=220))
+    assert engines.converted(partner_network)
+    predictor._converted_model.cache_clear()
+    assert isinstance(Predictor.of(tmp_path / "p.keras").model, converted_models.ConvertedModel)

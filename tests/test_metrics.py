@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from keras_unet import metrics
+from keras_unet import losses, metrics
 
 from conftest import shared_data
 
@@ -94,10 +94,10 @@ def test_keras_metrics_read_the_target_layout():
     y_true = np.stack([labels, np.full_like(labels, 2.0)], -1)
     probs = np.eye(2, dtype=np.float32)[labels.astype(int)][:, 1:5, 1:5]
     probs[0, 0, 0] = [0.0, 1.0] if labels[0, 1, 1] == 0 else [1.0, 0.0]
-    error = metrics.PixelError()
+    error = losses.PixelError()
     error.update_state(y_true, probs)
     assert float(error.result()) == pytest.approx(1 / 16)
-    iou = metrics.ForegroundIoU()
+    iou = losses.ForegroundIoU()
     iou.update_state(y_true, probs)
     assert float(iou.result()) == pytest.approx(7 / 8)
 
