@@ -28,10 +28,11 @@ from keras_unet.precision import bfloat16_flags
 DATA = {"cpu": dict(data=str(DSB)), "paper": dict(data=None, synthetic_size=512)}
 
 
-def steps_per_second(preset: str, precision: str, steps: int, epochs: int) -> tuple[float, str]:
+def steps_per_second(preset: str, precision: str, steps: int, epochs: int,
+                     augment_on: str = "host") -> tuple[float, str]:
     with tempfile.TemporaryDirectory() as folder:
         config = settings.preset(preset, **DATA[preset], epochs=epochs, steps_per_epoch=steps, max_minutes=0.0,
-                                 fixed_schedule=True, precision=precision)
+                                 fixed_schedule=True, precision=precision, augment_on=augment_on)
         state = train.fit(config, Path(folder) / "run", verbose=0)
         log = np.genfromtxt(runs.run_file(Path(folder) / "run", runs.LOG), delimiter=",", names=True)
         seconds = float(np.sum(log["train_seconds"][1:]))
@@ -44,22 +45,30 @@ def main():
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--name", help="the table's name under results/ [training_precision, _paper for paper]")
+    parser.add_argument("--augment-on", nargs="+", default=["host"], choices=["host", "device"],
+                        help="where the augmentation runs (fit --augment-on); several: a row of each, float32 "
+                             "on the host the reference")
     args = parser.parse_args()
     config = settings.preset(args.preset)
     rows, speeds = [], {}
-    for precision in ("float32", "bfloat16", "auto"):
-        speeds[precision], used = steps_per_second(args.preset, precision, args.steps, args.epochs)
-        rows.append([precision, used, f"{1 / speeds[precision]:.3f}", f"{config.batch_size * speeds[precision]:.1f}",
-                     f"{speeds[precision] / speeds['float32']:.2f}x"])
+    for place in args.augment_on:
+        for precision in ("float32", "bfloat16", "auto"):
+            key = (place, precision)
+            speeds[key], used = steps_per_second(args.preset, precision, args.steps, args.epochs, place)
+            reference = speeds.get(("host", "float32"), speeds[(args.augment_on[0], "float32")])
+            rows.append([precision, place, used, f"{1 / speeds[key]:.3f}", f"{config.batch_size * speeds[key]:.1f}",
+                         f"{speeds[key] / reference:.2f}x"])
     name = args.name or "training_precision" + ("" if args.preset == "cpu" else f"_{args.preset}")
     data = "DSB2018 nuclei" if DATA[args.preset]["data"] else "The embedded synthetic cells (512 px)"
     write_table(name, f"Training steps in float32 and bfloat16 ({args.preset} preset: base {config.base_filters}, "
                 f"tile {config.tile}, batch {config.batch_size}, {config.optimizer})",
                 f"python benchmarks/training_precision.py --preset {args.preset} --steps {args.steps} --epochs {args.epochs}"
+                + (f" --augment-on {' '.join(args.augment_on)}" if args.augment_on != ["host"] else "")
                 + (f" --name {args.name}" if args.name else ""),
-                ["--precision", "trained in", "s / step", "tiles / s", "vs float32"], rows,
-                f"bfloat16 flags of this CPU: {bfloat16_flags()}. {data} with augmentation on the host "
-                f"(tf.data), {args.epochs} epochs of {args.steps} steps each, the first (graph building) left out. "
+                ["--precision", "augmentation on", "trained in", "s / step", "tiles / s", "vs float32"], rows,
+                f"bfloat16 flags of this CPU: {bfloat16_flags()}. {data}, augmented on the host (tf.data, "
+                "beside the training step) or on the device (the batch of windows augmented in the graph after "
+                f"the copy: on a CPU, the same cores one after the other), {args.epochs} epochs of {args.steps} steps each, the first (graph building) left out. "
                 "auto measured a few steps of each precision once (cached) and trained in the faster.")
 
 
