@@ -124,9 +124,8 @@ def test_a_stack_is_segmented_page_by_page(viewer, widget, qtbot, errors):
 
 
 def test_cancel_adds_no_layer(viewer, widget, qtbot, errors):
-    from keras_unet import synthetic
-
-    layer = viewer.add_image(synthetic.sample(shape=(1024, 1024), seed=3)[0], name="big")
+    # any big image: a synthetic sample of this size took 14 s to draw (its weight map)
+    layer = viewer.add_image(np.random.default_rng(3).gamma(2.0, 30.0, (1024, 1024)).astype(np.uint8), name="big")
     widget.tile.value = 252  # about 25 tiles: cancelled after the first batch
     widget.probabilities.value = True
     widget.image.value = layer

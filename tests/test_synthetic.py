@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from keras_unet import synthetic
 
@@ -49,3 +50,44 @@ def test_every_image_keeps_its_contrast():
         background, cells = np.median(image[labels == 0]), np.median(image[labels > 0])
         assert 15 < background < 50 and 60 < cells < 140, (seed, background, cells)
         assert (image == 255).mean() < 0.02 and (image == 0).mean() < 0.05, seed
+
+
+def _brute_force_cells(shape, radius, seed):
+    """cell_instances as first written: every cell's distance over every pixel, then the same
+    fragment rule (the same draws from the same generator)."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    height, width = shape
+    n_cells = max(2, int(0.75 * height * width / (np.pi * radius**2)))
+    centres = rng.uniform([0, 0], [height, width], size=(n_cells, 2))
+    radii = radius * rng.uniform(0.7, 1.3, size=n_cells)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    wobble = 0.18 * synthetic._smooth_noise(rng, shape, sigma=radius / 3)
+    best, labels = np.full(shape, np.inf, np.float32), np.zeros(shape, np.int32)
+    for i, ((cy, cx), r) in enumerate(zip(centres, radii), start=1):
+        rel = np.hypot(yy - cy, xx - cx) / r + wobble
+        closer = rel < best
+        best[closer], labels[closer] = rel[closer], i
+    labels[best > 1.0] = 0
+    out, next_id = np.zeros_like(labels), 1
+    for i, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is None:
+            continue
+        pieces, n = ndimage.label(labels[box] == i)
+        if n == 0:
+            continue
+        largest = np.argmax(ndimage.sum(np.ones_like(pieces), pieces, index=range(1, n + 1))) + 1
+        if (pieces == largest).sum() < 0.15 * np.pi * radius**2:
+            continue
+        out[box][pieces == largest] = next_id
+        next_id += 1
+    return out
+
+
+@pytest.mark.parametrize("shape, radius, seed", [((256, 256), 18.0, 0), ((203, 317), 9.0, 3), ((90, 70), 18.0, 2),
+                                                 ((300, 260), 30.0, 5), ((64, 64), 40.0, 1)])
+def test_cells_drawn_box_by_box_equal_every_cell_over_every_pixel(shape, radius, seed):
+    got = synthetic.cell_instances(shape, radius=radius, seed=seed)
+    np.testing.assert_array_equal(got, _brute_force_cells(shape, radius, seed))
+    assert got.max() >= 2
