@@ -54,7 +54,12 @@ def cell_instances(shape=(256, 256), n_cells: int | None = None, radius: float =
         best[box][closer] = rel[closer]
         labels[box][closer] = i
     labels[best > 1.0] = 0
-    # Drop fragments: keep each cell's largest connected piece, then renumber 1..n.
+    return largest_pieces(labels, radius)
+
+
+def largest_pieces(labels: np.ndarray, radius: float) -> np.ndarray:
+    """Each cell's largest connected piece of ``labels`` ``(H, W)`` (fragments, and pieces under
+    15 % of a disc of ``radius``, dropped), renumbered 1..n."""
     out = np.zeros_like(labels)
     next_id = 1
     for i, box in enumerate(ndimage.find_objects(labels), start=1):

@@ -53,10 +53,8 @@ def test_every_image_keeps_its_contrast():
 
 
 def _brute_force_cells(shape, radius, seed):
-    """cell_instances as first written: every cell's distance over every pixel, then the same
-    fragment rule (the same draws from the same generator)."""
-    from scipy import ndimage
-
+    """cell_instances as first written: every cell's distance over every pixel (the same draws
+    from the same generator), then its fragment rule."""
     rng = np.random.default_rng(seed)
     height, width = shape
     n_cells = max(2, int(0.75 * height * width / (np.pi * radius**2)))
@@ -70,19 +68,7 @@ def _brute_force_cells(shape, radius, seed):
         closer = rel < best
         best[closer], labels[closer] = rel[closer], i
     labels[best > 1.0] = 0
-    out, next_id = np.zeros_like(labels), 1
-    for i, box in enumerate(ndimage.find_objects(labels), start=1):
-        if box is None:
-            continue
-        pieces, n = ndimage.label(labels[box] == i)
-        if n == 0:
-            continue
-        largest = np.argmax(ndimage.sum(np.ones_like(pieces), pieces, index=range(1, n + 1))) + 1
-        if (pieces == largest).sum() < 0.15 * np.pi * radius**2:
-            continue
-        out[box][pieces == largest] = next_id
-        next_id += 1
-    return out
+    return synthetic.largest_pieces(labels, radius)
 
 
 @pytest.mark.parametrize("shape, radius, seed", [((256, 256), 18.0, 0), ((203, 317), 9.0, 3), ((90, 70), 18.0, 2),
