@@ -92,9 +92,9 @@ def predict_block(model, image, rows: slice, cols: slice, normalization=None, ti
     for a percentile-normalising model (:func:`keras_unet.normalize.percentile_values`).
     ``engine``, ``precision``: what runs the network (``auto`` resolved here for this block;
     a job resolves them once for all its blocks and passes them on)."""
-    from keras_unet.model import network_of, unet_config
+    from keras_unet.model import unet_config
     from keras_unet.normalize import normalize_with
-    from keras_unet.tiling import forward_function, gray_for_rgb, resolve_tile, run_tiles
+    from keras_unet.tiling import forward_function, gray_for_rgb, prediction_network, resolve_tile, run_tiles
 
     config = unet_config(model)
     height, width = rows.stop - rows.start, cols.stop - cols.start
@@ -107,11 +107,11 @@ def predict_block(model, image, rows: slice, cols: slice, normalization=None, ti
     window = window.astype(np.float32).reshape(*window.shape[:2], -1)
     if gray_for_rgb(window.shape[-1], config["in_channels"]):
         window = np.repeat(window, 3, axis=-1)
-    network = model
+    network = prediction_network(model, config)  # a converted model's: its converted network
     if config["percentiles"] is not None:
         if normalization is None:
             raise SettingsError("a percentile-normalising model needs the whole image's percentile values per block")
-        window, network = normalize_with(window, *normalization), network_of(model)
+        window = normalize_with(window, *normalization)
     if "auto" in (engine, precision):
         from keras_unet import engines
 

@@ -24,16 +24,17 @@ import numpy as np
 from keras_unet import blocks, ngff
 from keras_unet.errors import SettingsError
 from keras_unet.postprocess import PostProcessing
-from keras_unet.predictor import Options
+from keras_unet.predictor import CONVERTED_ENGINES, Options, converted_model, remember_converted
 
 DEFAULT_BLOCK = 1024  # px: about 100 MB of float32 input and probabilities per block for 2 classes
 
 
 def worker_model(model_path: str):
-    """The model at ``model_path``, loaded once per process (worker)."""
+    """The model at ``model_path``, loaded once per process (worker): its converted network where
+    a job here recorded it (:func:`keras_unet.predictor.converted_model`: no TensorFlow), else Keras'."""
     from keras_unet.inference import load_model_cached
 
-    return load_model_cached(str(model_path))
+    return converted_model(model_path) or load_model_cached(str(model_path))
 
 
 @dataclass(frozen=True)
@@ -172,6 +173,8 @@ def predict_big(model_path, source: Source, out_path, request: "Request", client
     if request.kind == "instances":
         blocks.check_split(chosen.split)
     options = with_backend(worker_model(model_path), request.options, block, channels, len(grid.cores()))
+    if options.engine in CONVERTED_ENGINES:  # the next job starts without TensorFlow
+        remember_converted(model_path, worker_model(model_path))
     started = time.perf_counter()
     normalization = percentile_values(image.data, config["percentiles"]) if config["percentiles"] else None
     labels = request.kind == "instances"

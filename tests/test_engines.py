@@ -284,3 +284,33 @@ def test_a_job_that_runs_converted_converts_the_partners_too(converted, tmp_path
     assert engines.converted(partner_network)
     predictor._converted_model.cache_clear()
     assert isinstance(Predictor.of(tmp_path / "p.keras").model, converted_models.ConvertedModel)
+
+
+def test_a_fixed_range_model_runs_converted_whole_and_block_by_block(tmp_path, monkeypatch):
+    """A model that normalises its tiles itself (``input_range``: no nested network) runs through
+    its converted network as its Keras model does, whole and block by block (the Dask path's
+    worker model)."""
+    from keras_unet import blocks, jobs, predictor
+    from keras_unet import converted as converted_models
+    from keras_unet.model import unet
+    from keras_unet.predictor import Options, Predictor
+
+    monkeypatch.setenv("KERAS_UNET_CACHE", str(tmp_path / "cache"))
+    keras.utils.set_random_seed(7)
+    unet(base_filters=4, dropout=0.0, input_range=(0.0, 255.0)).save(path := tmp_path / "fixed.keras")
+    image = data.read_image(shared_data("isbi2012", "train", "image", "07.png"))[:230, :250]
+    predictor._converted_model.cache_clear()
+    handle = Predictor.of(path)
+    options = Options(engine="onnxruntime", precision="float32", tile=220)
+    expected = tiling.predict_tiled(handle.model, image, tile=220, engine="onnxruntime")
+    handle.segment(image, options)  # a converted engine: recorded
+    predictor._converted_model.cache_clear()
+    light = jobs.worker_model(str(path))
+    assert isinstance(light, converted_models.ConvertedModel)
+    np.testing.assert_array_equal(tiling.predict_tiled(light, image, tile=220, engine="onnxruntime"), expected)
+    rows, cols = slice(32, 192), slice(16, 224)  # origins on the 16 px pooling grid, as blocks are
+    block = blocks.predict_block(light, image[..., None], rows, cols, tile=220, engine="onnxruntime")
+    np.testing.assert_array_equal(block, blocks.predict_block(handle.model, image[..., None], rows, cols, tile=220,
+                                                              engine="onnxruntime"))
+    np.testing.assert_allclose(block, tiling.predict_tiled(handle.model, image, tile=220)[rows, cols], atol=1e-4)
+    assert np.abs(expected[..., 1] - 0.5).max() > 1e-3
