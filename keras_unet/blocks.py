@@ -107,7 +107,7 @@ def predict_block(model, image, rows: slice, cols: slice, normalization=None, ti
     window = window.astype(np.float32).reshape(*window.shape[:2], -1)
     if gray_for_rgb(window.shape[-1], config["in_channels"]):
         window = np.repeat(window, 3, axis=-1)
-    network = prediction_network(model, config)  # a converted model's: its converted network
+    network = prediction_network(model)  # a converted model's: its converted network
     if config["percentiles"] is not None:
         if normalization is None:
             raise SettingsError("a percentile-normalising model needs the whole image's percentile values per block")

@@ -66,8 +66,9 @@ def keras_of(model):
 def record_path(model_path) -> Path:
     """Where the record of the model file ``model_path`` is: named by a hash of its bytes, so a
     file changed in place (a run trained on) is a file of its own and a copy shares the record."""
-    stat = Path(model_path).stat()
-    return cache_root() / "models" / f"{_file_hash(str(Path(model_path).resolve()), stat.st_mtime_ns, stat.st_size)}.json"
+    path = Path(model_path).resolve()
+    stat = path.stat()
+    return cache_root() / "models" / f"{_file_hash(str(path), stat.st_mtime_ns, stat.st_size)}.json"
 
 
 @functools.lru_cache(maxsize=16)

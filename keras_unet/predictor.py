@@ -51,8 +51,9 @@ class Options:
 class Predictor:
     """A trained model and how its objects are made: ``path`` (the model file), ``model`` (the
     Keras model, or where this machine ran its network converted before a
-    :class:`keras_unet.converted.ConvertedModel`: :attr:`keras_model` is the Keras model either way), ``record`` (its run's ``config.json``, ``{}`` without a run) and
-    ``postprocessing``. Make one with :meth:`of`."""
+    :class:`keras_unet.converted.ConvertedModel`; :attr:`keras_model` is the Keras model either
+    way), ``record`` (its run's ``config.json``, ``{}`` without a run) and ``postprocessing``.
+    Make one with :meth:`of`."""
 
     path: Path
     model: object
@@ -84,8 +85,8 @@ class Predictor:
                  if v is not None}
         chosen = (PostProcessing.of_record(record)
                   .at_diameter(None if auto else diameter, record.get("object_diameter"), source=model).given(**given))
-        return cls(path=path, model=converted_model(path) or inference.load_model_cached(path), record=record, postprocessing=chosen,
-                   given=given, auto_diameter=auto, diameter=diameter,
+        return cls(path=path, model=converted_model(path) or inference.load_model_cached(path), record=record,
+                   postprocessing=chosen, given=given, auto_diameter=auto, diameter=diameter,
                    partners=runs.partners(path) if by_kind else {})
 
     @property

@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from keras_unet import sizes
-from keras_unet.converted import ConvertedModel, keras_of
+from keras_unet.converted import keras_of
 from keras_unet.errors import SettingsError
 from keras_unet.model import network_of, unet_config
 
@@ -50,11 +50,11 @@ def forward_function(model, jit_compile: bool = False, engine: str = "tensorflow
     return lambda tiles: compiled(tiles).numpy()
 
 
-def prediction_network(model, config: dict | None = None):
+def prediction_network(model):
     """What sees the tiles: a percentile-normalising model's nested network (the image is
-    normalised whole before tiling), else the model itself (a converted model's: its network)."""
-    config = config or unet_config(model)
-    return model if config["percentiles"] is None and not isinstance(model, ConvertedModel) else network_of(model)
+    normalised whole before tiling), else the model itself; a converted model's converted
+    network (:func:`keras_unet.model.network_of` knows each)."""
+    return network_of(model)
 
 
 def resolve_engine(model, image_shape, engine: str = "auto", tile: int | None = None, batch_size: int = 1,
@@ -67,7 +67,7 @@ def resolve_engine(model, image_shape, engine: str = "auto", tile: int | None = 
 
     size = resolve_tile(model, image_shape, tile, batch_size, memory_mb)
     count = tiles or count_tiles(image_shape, size, config["depth"], config["padding"])
-    return engines.resolve(prediction_network(model, config), engine,
+    return engines.resolve(prediction_network(model), engine,
                            (min(batch_size, count), size, size, config["in_channels"]), -(-count // batch_size),
                            precision)
 
@@ -86,11 +86,11 @@ def normalized_input(model, image: np.ndarray, config: dict):
     if gray_for_rgb(image.shape[-1], config["in_channels"]):
         image = np.repeat(image, 3, axis=-1)
     if config["percentiles"] is None:
-        return image.astype(np.float32, copy=False), prediction_network(model, config)
+        return image.astype(np.float32, copy=False), prediction_network(model)
     from keras_unet.normalize import normalize_image
 
     # in the image's own dtype: an 8- or 16-bit image's percentiles come from its histogram (fast, exact)
-    return normalize_image(image, config["percentiles"]), prediction_network(model, config)
+    return normalize_image(image, config["percentiles"]), prediction_network(model)
 
 
 class Prepared(NamedTuple):
