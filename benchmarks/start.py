@@ -1,7 +1,9 @@
 """A one-image ``keras-unet predict nuclei --format instances`` end to end in a fresh process, where
 the process start is most of the job: TensorFlow float32, ``--engine openvino`` with the network
 converted but the model file not recorded (the Keras model loaded, as before keras_unet.converted),
-and ``--engine openvino`` / ``auto`` after a job recorded it (no TensorFlow imported).
+and ``--engine openvino`` / ``auto`` after a job recorded it (no TensorFlow imported); and ``auto``
+where nothing was converted (a cache of its own, empty at the first turn: the job too short to
+convert runs TensorFlow float32, its length timed at the first turn and kept for the next).
 
     python benchmarks/start.py [--repeat 3] [--name start]
 
@@ -24,6 +26,7 @@ from _common import write_table
 from budget import split
 
 JOBS = {"tensorflow float32": ("--engine", "tensorflow", "--precision", "float32"),
+        "auto, nothing converted": ("--engine", "auto", "--precision", "auto"),
         "openvino, converted, model loaded": ("--engine", "openvino", "--precision", "auto"),
         "openvino, converted and recorded": ("--engine", "openvino", "--precision", "auto"),
         "auto, converted and recorded": ("--engine", "auto", "--precision", "auto")}
@@ -53,7 +56,7 @@ def main():
         folder.mkdir()
         image = next(p for p, _ in tests if data.read_image(p).mean() < 100)  # a dark background: nuclei takes it
         (folder / image.name).symlink_to(image)
-        converted, recorded = work / "converted", work / "recorded"
+        converted, recorded, plain = work / "converted", work / "recorded", work / "plain"
         os.environ["KERAS_UNET_CACHE"] = str(converted)
         handle = predictor.Predictor.of("nuclei")
         engines.onnx_file(tiling.prediction_network(handle.model))  # converted, nothing recorded
@@ -63,7 +66,8 @@ def main():
         times, engine, labels = {name: [] for name in JOBS}, {}, {}
         for turn in range(args.repeat):
             for number, (name, options) in enumerate(JOBS.items()):
-                cache = converted if "loaded" in name or name.startswith("tensorflow") else recorded
+                cache = (converted if "loaded" in name or name.startswith("tensorflow") else
+                         plain if "nothing" in name else recorded)
                 out = work / f"out{turn}-{number}"
                 seconds, engine[name] = run(folder, options, out, cache)
                 times[name].append(seconds)
@@ -82,7 +86,8 @@ def main():
                  "labels against tensorflow float32"], rows,
                 f"{image.name}, {data.read_image(image).shape[1]}x{data.read_image(image).shape[0]} px. Converted: "
                 "the network's ONNX file cached; recorded: a job on a converted engine also left the model file's "
-                "record (keras_unet.converted), so the process imports neither TensorFlow nor Keras.")
+                "record (keras_unet.converted), so the process imports neither TensorFlow nor Keras. Nothing converted: a "
+                "cache of its own, empty at the first turn.")
 
 
 if __name__ == "__main__":

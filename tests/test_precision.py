@@ -62,7 +62,20 @@ def test_auto_on_a_cpu_without_bf16_is_float32_exactly(small_model, no_bf16, mon
     image = isbi_crop()
     auto = tiling.predict_tiled(small_model, image, tile=188, engine="auto", precision="auto")
     np.testing.assert_array_equal(auto, tiling.predict_tiled(small_model, image, tile=188))
-    assert not (tmp_path / "cache" / "engines.json").exists()  # nothing to choose between: nothing measured
+    cached = json.loads(engines._choices_file().read_text())
+    assert all("seconds" not in entry for entry in cached.values())  # nothing to choose between: nothing measured
+    # the job's length was timed once and kept: the next process's job (a fresh network object)
+    # does not time it again, so auto runs what float32 runs and nothing more
+    (key, entry), = cached.items()
+    assert set(entry) == {"reference"} and entry["reference"]["tensorflow/float32"] > 0
+    engines._SECONDS.clear()
+    with monkeypatch.context() as patched:
+        patched.setattr(engines, "FORWARDS", {})  # any timing would fail
+        assert engines.resolve(small_model, "auto", (1, 188, 188, 1), 1, "auto") == ("tensorflow", "float32")
+    engines._SECONDS.clear()
+    engines._choices_file().write_text(json.dumps({key: {"reference": {"tensorflow/float32": "garbage"}}}))
+    assert engines.resolve(small_model, "auto", (1, 188, 188, 1), 1, "auto") == ("tensorflow", "float32")
+    assert json.loads(engines._choices_file().read_text())[key]["reference"]["tensorflow/float32"] > 0  # timed again
 
 
 def test_auto_with_native_bf16_takes_the_faster_measured_precision(small_model, bf16_cpu, monkeypatch):
