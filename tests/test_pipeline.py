@@ -25,6 +25,29 @@ def test_same_seed_same_stream_other_seed_differs():
     assert not np.array_equal(first[0], other[0])
 
 
+def test_integer_images_travel_as_they_are_and_give_the_float32_batches():
+    dataset = small_dataset()
+    assert {im.dtype for im in dataset.images} == {np.dtype(np.uint8)}
+    assert pipeline.stream_dtype(dataset.images) == np.uint8
+    as_float = data.Dataset([im.astype(np.float32) for im in dataset.images], dataset.targets, dataset.weights,
+                            dataset.sources, dataset.mask_kinds)
+    assert pipeline.stream_dtype(as_float.images) == np.float32
+    mixed = dataset.images[:1] + [dataset.images[1].astype(np.uint16)]
+    assert pipeline.stream_dtype(mixed) == np.float32  # no one dtype: float32 as before
+    sixteen = [(im.astype(np.uint16) * 257) for im in dataset.images]  # 16-bit values, 255 -> 65535
+    assert pipeline.stream_dtype(sixteen) == np.uint16
+    element = next(iter(pipeline.samples(dataset, seed=3)))
+    assert element[0].dtype == "uint8"
+    for on_device in (False, True):  # the sampler reads the same values from either
+        ours = [b for b in pipeline.training_dataset(dataset, 204, batch_size=2, seed=3, on_device=on_device).take(3)]
+        theirs = [b for b in pipeline.training_dataset(as_float, 204, batch_size=2, seed=3,
+                                                       on_device=on_device).take(3)]
+        for (image, y), (image_f, y_f) in zip(ours, theirs):
+            assert image.dtype == image_f.dtype == "float32"
+            np.testing.assert_array_equal(image.numpy(), image_f.numpy())
+            np.testing.assert_array_equal(y.numpy(), y_f.numpy())
+
+
 def test_unaugmented_border_tile_is_numpy_reflect_padding():
     dataset = small_dataset()
     (image,) = [dataset.images[0].astype(np.float32)]
