@@ -231,6 +231,11 @@ def _read_choices() -> dict:
     return choices if isinstance(choices, dict) else {}
 
 
+def _write_choices(choices: dict) -> None:
+    with atomic_path(_choices_file()) as tmp:
+        tmp.write_text(json.dumps(choices, indent=1))
+
+
 def measured_seconds(network, tile_shape) -> dict:
     """Seconds per tile batch measured before on this machine for this network and tile batch
     shape, by ``engine/precision`` (an entry of an older cache, by engine alone, is float32)."""
@@ -278,8 +283,7 @@ def measure(network, tile_shape, repeat: int = 3, pairs=None) -> dict:
     best = min(seconds, key=seconds.get)
     choices[key] = {**choices.get(key, {}), "engine": min(everything, key=everything.get).split("/")[0],
                     "seconds": everything}
-    with atomic_path(_choices_file()) as tmp:
-        tmp.write_text(json.dumps(choices, indent=1))
+    _write_choices(choices)
     engine, precision = best.split("/")
     return {"engine": engine, "precision": precision, "seconds": seconds}
 
@@ -351,19 +355,17 @@ def reference_seconds(network, tile_shape, pairs=()) -> float:
         engine = next((name for name, _ in pairs if name != "tensorflow"), engine)
     name, times = backend_name(engine, "float32"), _SECONDS.setdefault(network, {})
     if (engine, tuple(tile_shape)) not in times:
-        key = _choice_key(network, tile_shape)
-        kept = _read_choices().get(key, {}).get("reference", {}).get(name)
+        choices = _read_choices()
+        entry = choices.setdefault(_choice_key(network, tile_shape), {})
+        kept = entry.get("reference", {}).get(name)
         if not isinstance(kept, (int, float)) or kept <= 0:
             forward, tiles = FORWARDS[engine](network, "float32"), np.zeros(tile_shape, np.float32)
             forward(tiles)
             start = time.perf_counter()
             forward(tiles)
             kept = time.perf_counter() - start
-            choices = _read_choices()
-            entry = choices.setdefault(key, {})
             entry["reference"] = {**entry.get("reference", {}), name: kept}
-            with atomic_path(_choices_file()) as tmp:
-                tmp.write_text(json.dumps(choices, indent=1))
+            _write_choices(choices)
         times[engine, tuple(tile_shape)] = float(kept)
     return times[engine, tuple(tile_shape)]
 

@@ -35,8 +35,9 @@ def stream_dtype(images) -> np.dtype:
     CPU a sample), and the stream no longer holds a float32 copy of every image; the sampler
     converts to float32 as before (the same values)."""
     dtypes = {np.dtype(image.dtype) for image in images}
-    return dtypes.pop() if len(dtypes) == 1 and next(iter(dtypes)) in map(np.dtype, STREAM_DTYPES) \
-        else np.dtype(np.float32)
+    if len(dtypes) == 1 and dtypes <= set(map(np.dtype, STREAM_DTYPES)):
+        return dtypes.pop()
+    return np.dtype(np.float32)
 
 
 def samples(dataset: Dataset, seed: int) -> tf.data.Dataset:
